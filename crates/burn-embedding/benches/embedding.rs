@@ -1,0 +1,262 @@
+//! `cargo xtask bench`: our layer beside `burn::nn::Embedding` and PyTorch, in one run.
+//!
+//! Prints one JSON record per case (format: `shared/bench/README.md`) and a markdown table of
+//! medians with ratios to PyTorch and to burn::nn. Ops: `forward` (no autodiff),
+//! `forward_backward` (dense gradient), `forward_backward_sparse` (row-sparse gradient), on
+//! NdArray / Autodiff<NdArray>, D = 128, 4096 tokens, V in --vocab (default 32000,1000000).
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Instant;
+
+use burn::backend::{Autodiff, NdArray};
+use burn::module::Param;
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use burn_embedding::{Embedding, EmbeddingOptions};
+
+type B = NdArray;
+type Ad = Autodiff<NdArray>;
+
+struct Args {
+    vocabs: Vec<usize>,
+    dim: usize,
+    tokens: usize,
+    steps: usize,
+    threads: usize,
+    python: Option<String>,
+    torch_script: Option<String>,
+}
+
+fn parse_args() -> Args {
+    let mut args = Args {
+        vocabs: vec![32_000, 1_000_000],
+        dim: 128,
+        tokens: 4096,
+        steps: 20,
+        threads: 2,
+        python: None,
+        torch_script: None,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{arg} needs a value"));
+        match arg.as_str() {
+            "--vocab" => args.vocabs = value().split(',').map(|v| v.parse().expect("V")).collect(),
+            "--dim" => args.dim = value().parse().expect("D"),
+            "--tokens" => args.tokens = value().parse().expect("tokens"),
+            "--steps" => args.steps = value().parse().expect("steps"),
+            "--threads" => args.threads = value().parse().expect("threads"),
+            "--python" => args.python = Some(value()),
+            "--torch-script" => args.torch_script = Some(value()),
+            "--quick" => args.steps = 10,
+            "--bench" => {} // passed by cargo bench
+            other => panic!("unknown argument {other:?}"),
+        }
+    }
+    args
+}
+
+/// Median and minimum in ms over `steps` runs after 3 warm-up runs.
+fn time<F: FnMut()>(steps: usize, mut f: F) -> (f64, f64) {
+    for _ in 0..3 {
+        f();
+    }
+    let mut xs: Vec<f64> = (0..steps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    xs.sort_by(f64::total_cmp);
+    (xs[xs.len() / 2], xs[0])
+}
+
+fn token_ids(vocab: usize, tokens: usize) -> Vec<i64> {
+    (0..tokens as u64)
+        .map(|i| (i * 2654435761 % vocab as u64) as i64)
+        .collect()
+}
+
+#[derive(Clone)]
+struct Record {
+    implementation: String,
+    backend: String,
+    op: String,
+    vocab: usize,
+    median_ms: f64,
+    min_ms: f64,
+}
+
+fn emit(records: &mut Vec<Record>, args: &Args, r: Record) {
+    println!(
+        "{}",
+        serde_json::json!({
+            "impl": r.implementation, "backend": r.backend, "op": r.op, "vocab": r.vocab,
+            "dim": args.dim, "tokens": args.tokens, "median_ms": (r.median_ms * 1e3).round() / 1e3,
+            "min_ms": (r.min_ms * 1e3).round() / 1e3, "threads": args.threads,
+        })
+    );
+    records.push(r);
+}
+
+fn bench_vocab(args: &Args, vocab: usize, records: &mut Vec<Record>) {
+    let device = Default::default();
+    let (d, n, steps) = (args.dim, args.tokens, args.steps);
+    let ids = TensorData::new(token_ids(vocab, n), [1, n]);
+    let weight = Tensor::<B, 2>::random([vocab, d], Distribution::Normal(0.0, 1.0), &device);
+    let mut rec = |implementation: &str, backend: &str, op: &str, (median_ms, min_ms): (f64, f64)| {
+        emit(
+            records,
+            args,
+            Record {
+                implementation: implementation.into(),
+                backend: backend.into(),
+                op: op.into(),
+                vocab,
+                median_ms,
+                min_ms,
+            },
+        )
+    };
+
+    // forward: inference, no autodiff graph.
+    let ours = Embedding::<B>::from_pretrained(weight.clone(), true, EmbeddingOptions::new()).unwrap();
+    let idx = Tensor::<B, 2, Int>::from_data(ids.clone(), &device);
+    rec("ours", "ndarray", "forward", time(steps, || {
+        let _: Tensor<B, 3> = ours.forward(idx.clone());
+    }));
+    let theirs = burn::nn::Embedding {
+        weight: Param::from_tensor(weight.clone()),
+    };
+    rec("burn-nn", "ndarray", "forward", time(steps, || {
+        let _ = theirs.forward(idx.clone());
+    }));
+
+    // forward_backward (dense) and forward_backward_sparse on Autodiff<NdArray>.
+    let idx = Tensor::<Ad, 2, Int>::from_data(ids.clone(), &device);
+    let weight_ad = Tensor::<Ad, 2>::from_inner(weight.clone());
+    for (op, sparse) in [("forward_backward", false), ("forward_backward_sparse", true)] {
+        let ours = Embedding::<Ad>::from_pretrained(
+            weight_ad.clone(),
+            false,
+            EmbeddingOptions::new().with_sparse(sparse),
+        )
+        .unwrap();
+        rec("ours", "ndarray", op, time(steps, || {
+            let out: Tensor<Ad, 3> = ours.forward(idx.clone());
+            let mut grads = out.sum().backward();
+            if sparse {
+                let rows = ours.sparse_grad_remove(&mut grads).expect("rows");
+                assert_eq!(rows.values.dims()[1], d);
+            } else {
+                assert!(ours.weight.grad(&grads).is_some());
+            }
+        }));
+    }
+    let theirs = burn::nn::Embedding {
+        weight: Param::from_tensor(weight_ad.clone()),
+    };
+    rec("burn-nn", "ndarray", "forward_backward", time(steps, || {
+        let grads = theirs.forward(idx.clone()).sum().backward();
+        assert!(theirs.weight.grad(&grads).is_some());
+    }));
+}
+
+fn torch_records(args: &Args, vocab: usize, records: &mut Vec<Record>) {
+    let (Some(python), Some(script)) = (&args.python, &args.torch_script) else {
+        eprintln!("bench: no --python/--torch-script: PyTorch is not measured");
+        return;
+    };
+    let output = Command::new(python)
+        .arg(script)
+        .args(["--vocab", &vocab.to_string(), "--dim", &args.dim.to_string()])
+        .args(["--tokens", &args.tokens.to_string(), "--threads", &args.threads.to_string()])
+        .args(["--steps", &args.steps.to_string()])
+        .args(["--ops", "forward,forward_backward,forward_backward_sparse"])
+        .output()
+        .expect("run the PyTorch benchmark");
+    assert!(
+        output.status.success(),
+        "PyTorch benchmark failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in String::from_utf8_lossy(&output.stdout).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).expect("JSON record");
+        emit(
+            records,
+            args,
+            Record {
+                implementation: "torch".into(),
+                backend: "torch-cpu".into(),
+                op: v["op"].as_str().unwrap_or("").into(),
+                vocab,
+                median_ms: v["median_ms"].as_f64().unwrap_or(f64::NAN),
+                min_ms: v["min_ms"].as_f64().unwrap_or(f64::NAN),
+            },
+        );
+    }
+}
+
+fn table(records: &[Record]) {
+    let mut by_case: BTreeMap<(String, usize), BTreeMap<String, f64>> = BTreeMap::new();
+    for r in records {
+        by_case
+            .entry((r.op.clone(), r.vocab))
+            .or_default()
+            .insert(r.implementation.clone(), r.median_ms);
+    }
+    println!("\n| op | V | ours (ms) | burn-nn (ms) | torch (ms) | ours / torch | burn-nn / ours |");
+    println!("|---|---|---|---|---|---|---|");
+    let fmt = |x: Option<&f64>| x.map_or("-".into(), |v| format!("{v:.3}"));
+    for ((op, vocab), m) in &by_case {
+        let ours = m.get("ours");
+        let ratio = |a: Option<&f64>, b: Option<&f64>| match (a, b) {
+            (Some(a), Some(b)) => format!("{:.2}x", a / b),
+            _ => "-".into(),
+        };
+        println!(
+            "| {op} | {vocab} | {} | {} | {} | {} | {} |",
+            fmt(ours),
+            fmt(m.get("burn-nn")),
+            fmt(m.get("torch")),
+            ratio(ours, m.get("torch")),
+            ratio(m.get("burn-nn"), ours),
+        );
+    }
+    // The O(V) check: ours at the largest V over ours at the smallest V.
+    let vocabs: Vec<usize> = {
+        let mut v: Vec<usize> = by_case.keys().map(|k| k.1).collect();
+        v.dedup();
+        v
+    };
+    if let (Some(&lo), Some(&hi)) = (vocabs.first(), vocabs.last())
+        && lo != hi
+    {
+        println!();
+        for op in ["forward", "forward_backward_sparse", "forward_backward"] {
+            let get = |v| by_case.get(&(op.to_string(), v)).and_then(|m| m.get("ours")).copied();
+            if let (Some(a), Some(b)) = (get(lo), get(hi)) {
+                println!("ours {op}: V={hi} takes {:.2}x its time at V={lo}", b / a);
+            }
+        }
+    }
+}
+
+fn main() {
+    let args = parse_args();
+    let machine = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l[l.find(':').map_or(0, |i| i + 2)..].to_string()))
+        .unwrap_or_else(|| "unknown CPU".into());
+    eprintln!(
+        "bench: {machine}, {} threads, D={}, tokens={}, steps={}",
+        args.threads, args.dim, args.tokens, args.steps
+    );
+    let mut records = Vec::new();
+    for &vocab in &args.vocabs {
+        bench_vocab(&args, vocab, &mut records);
+        torch_records(&args, vocab, &mut records);
+    }
+    table(&records);
+}

@@ -1,0 +1,81 @@
+//! The backend extension trait: every backend-specific part of an embedding lives behind it.
+//!
+//! [`EmbeddingBackend`] follows burn's backend-extension pattern (burn's
+//! `examples/custom-wgpu-kernel`): its methods have default bodies built from burn tensor ops
+//! ([`reference`]), so any backend gets a correct implementation from an empty `impl`, and a
+//! backend with a faster route overrides a method in its own module. The implementation for
+//! [`Autodiff<B, C>`](burn::backend::Autodiff) (in `autodiff`) registers the custom backward op.
+
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::backend::Backend;
+
+use crate::{EmbeddingOptions, RowSparseGradient};
+
+pub mod reference;
+
+mod autodiff;
+#[cfg(feature = "ndarray")]
+mod ndarray;
+#[cfg(feature = "tch")]
+mod tch;
+#[cfg(feature = "wgpu")]
+mod wgpu;
+
+/// A backend that can run the embedding lookup and its backward.
+///
+/// All tensors are primitives so that a backend can override a method with its own kernels.
+/// Shapes: `weight` is `[V, D]`, `indices` is the flattened batch `[N]`, `grad` is `[N, D]`.
+/// Indices are assumed valid (`0 <= i < V`): the checked entry points in
+/// [`functional`](crate::functional) and [`Embedding`](crate::Embedding) validate them first.
+pub trait EmbeddingBackend: Backend {
+    /// Gathers the rows of `weight` named by `indices`: `[V, D], [N] -> [N, D]`.
+    ///
+    /// With `options.max_norm`, each referenced row whose norm exceeds it is rescaled before the
+    /// lookup, as PyTorch does; the stored weight is left as it is (see
+    /// [`embedding_renorm`](Self::embedding_renorm)) and no gradient flows through the rescale.
+    fn embedding_lookup(
+        weight: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        options: &EmbeddingOptions,
+    ) -> FloatTensor<Self> {
+        reference::forward::<Self>(weight, indices, options)
+    }
+
+    /// PyTorch's `embedding_renorm_`: the weight with every row referenced by `indices` whose
+    /// `norm_type`-norm exceeds `max_norm` scaled by `max_norm / (norm + 1e-7)`: `[V, D]`.
+    fn embedding_renorm(
+        weight: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        max_norm: f64,
+        norm_type: f64,
+    ) -> FloatTensor<Self> {
+        reference::renorm::<Self>(weight, indices, max_norm, norm_type)
+    }
+
+    /// The dense weight gradient `[V, D]` of a lookup, given the output gradient `[N, D]`.
+    ///
+    /// The padding row gets zero; with `scale_grad_by_freq` each contribution is divided by the
+    /// number of times its index occurs in `indices`.
+    fn embedding_grad_dense(
+        grad: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        num_embeddings: usize,
+        options: &EmbeddingOptions,
+    ) -> FloatTensor<Self> {
+        reference::backward_dense::<Self>(grad, indices, num_embeddings, options)
+    }
+
+    /// The same gradient as [`embedding_grad_dense`](Self::embedding_grad_dense), row-sparse: the
+    /// sorted unique non-padding ids of the batch and their summed rows. `None` when the batch
+    /// touches no row (empty, or padding only). Never creates a `[V, D]` tensor.
+    fn embedding_grad_sparse(
+        grad: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        num_embeddings: usize,
+        options: &EmbeddingOptions,
+    ) -> Option<RowSparseGradient<Self>> {
+        reference::backward_sparse::<Self>(grad, indices, num_embeddings, options)
+    }
+}
+
+pub use autodiff::SparseGradients;

@@ -1,0 +1,172 @@
+//! Backend-generic implementations of [`EmbeddingBackend`](super::EmbeddingBackend), built from
+//! burn tensor ops. They are the trait's defaults and the specification the fast paths match.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, TensorPrimitive};
+
+use crate::coalesce::Coalesced;
+use crate::{EmbeddingOptions, RowSparseGradient};
+
+/// The epsilon PyTorch adds to the norm in `embedding_renorm_`.
+pub const RENORM_EPS: f64 = 1e-7;
+
+pub(crate) fn float<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
+    Tensor::from_primitive(TensorPrimitive::Float(primitive))
+}
+
+pub(crate) fn int<B: Backend, const D: usize>(primitive: IntTensor<B>) -> Tensor<B, D, Int> {
+    Tensor::from_primitive(primitive)
+}
+
+pub(crate) fn primitive<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> FloatTensor<B> {
+    tensor.into_primitive().tensor()
+}
+
+/// Reads a 1-D index tensor to the host (a device sync on GPU backends).
+pub fn read_indices<B: Backend>(indices: Tensor<B, 1, Int>) -> Vec<i64> {
+    indices.into_data().iter::<i64>().collect()
+}
+
+/// An index tensor built from host values.
+pub fn int_tensor<B: Backend>(values: &[i64], device: &B::Device) -> Tensor<B, 1, Int> {
+    Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
+}
+
+/// The `p`-norm of each row: `[U, D] -> [U, 1]`.
+pub fn row_norms<B: Backend>(rows: Tensor<B, 2>, p: f64) -> Tensor<B, 2> {
+    if p.is_infinite() {
+        rows.abs().max_dim(1)
+    } else if p == 1.0 {
+        rows.abs().sum_dim(1)
+    } else if p == 2.0 {
+        rows.square().sum_dim(1).sqrt()
+    } else {
+        rows.abs().powf_scalar(p).sum_dim(1).powf_scalar(1.0 / p)
+    }
+}
+
+/// Rescales each row whose norm exceeds `max_norm` by `max_norm / (norm + 1e-7)`.
+pub fn renorm_rows<B: Backend>(rows: Tensor<B, 2>, max_norm: f64, p: f64) -> Tensor<B, 2> {
+    let norms = row_norms(rows.clone(), p);
+    let exceeds = norms.clone().greater_elem(max_norm);
+    let factor = norms
+        .ones_like()
+        .mask_where(exceeds, norms.add_scalar(RENORM_EPS).recip().mul_scalar(max_norm));
+    rows * factor
+}
+
+/// Row gather, with the referenced rows renormalised first when `max_norm` is set.
+pub fn forward<B: Backend>(
+    weight: FloatTensor<B>,
+    indices: IntTensor<B>,
+    options: &EmbeddingOptions,
+) -> FloatTensor<B> {
+    let weight = float::<B, 2>(weight);
+    let indices = int::<B, 1>(indices);
+    let output = match options.max_norm {
+        None => weight.select(0, indices),
+        Some(max_norm) => {
+            // Renormalise each referenced row once (O(unique x D), never O(V)), then gather.
+            let device = weight.device();
+            let batch = Coalesced::new(&read_indices(indices), None);
+            let rows = weight.select(0, int_tensor::<B>(&batch.unique, &device));
+            renorm_rows(rows, max_norm, options.norm_type.p())
+                .select(0, int_tensor::<B>(&batch.inverse, &device))
+        }
+    };
+    primitive(output)
+}
+
+/// PyTorch's `embedding_renorm_`, returning the updated weight.
+pub fn renorm<B: Backend>(
+    weight: FloatTensor<B>,
+    indices: IntTensor<B>,
+    max_norm: f64,
+    norm_type: f64,
+) -> FloatTensor<B> {
+    let weight = float::<B, 2>(weight);
+    let device = weight.device();
+    let batch = Coalesced::new(&read_indices(int::<B, 1>(indices)), None);
+    if batch.unique.is_empty() {
+        return primitive(weight);
+    }
+    let unique = int_tensor::<B>(&batch.unique, &device);
+    let rows = weight.clone().select(0, unique.clone());
+    let renormed = renorm_rows(rows, max_norm, norm_type);
+    // The ids are unique, so an assigning scatter is exact and race-free on every backend.
+    primitive(weight.scatter_nd(unique.unsqueeze_dim::<2>(1), renormed, IndexingUpdateOp::Assign))
+}
+
+/// Dense backward: `[N, D] -> [V, D]`, as PyTorch's `embedding_dense_backward` decomposition.
+pub fn backward_dense<B: Backend>(
+    grad: FloatTensor<B>,
+    indices: IntTensor<B>,
+    num_embeddings: usize,
+    options: &EmbeddingOptions,
+) -> FloatTensor<B> {
+    let mut grad = float::<B, 2>(grad);
+    let indices = int::<B, 1>(indices);
+    let [n, d] = grad.dims();
+    let device = grad.device();
+    if options.scale_grad_by_freq {
+        let counts = Tensor::<B, 1, Int>::zeros([num_embeddings], &device).select_assign(
+            0,
+            indices.clone(),
+            Tensor::ones([n], &device),
+            IndexingUpdateOp::Add,
+        );
+        let count_per_token = counts.select(0, indices.clone()).float();
+        grad = grad / count_per_token.unsqueeze_dim::<2>(1);
+    }
+    if let Some(padding_idx) = options.padding_idx {
+        let is_padding = indices
+            .clone()
+            .equal_elem(padding_idx as i64)
+            .unsqueeze_dim::<2>(1)
+            .expand([n, d]);
+        grad = grad.mask_fill(is_padding, 0.0);
+    }
+    primitive(Tensor::<B, 2>::zeros([num_embeddings, d], &device).select_assign(
+        0,
+        indices,
+        grad,
+        IndexingUpdateOp::Add,
+    ))
+}
+
+/// Row-sparse backward: coalesces the batch on the host, then sums the gradient rows per id.
+pub fn backward_sparse<B: Backend>(
+    grad: FloatTensor<B>,
+    indices: IntTensor<B>,
+    num_embeddings: usize,
+    options: &EmbeddingOptions,
+) -> Option<RowSparseGradient<B>> {
+    let grad = float::<B, 2>(grad);
+    let [_, d] = grad.dims();
+    let device = grad.device();
+    let batch = Coalesced::new(&read_indices(int::<B, 1>(indices)), options.padding_idx);
+    if batch.unique.is_empty() {
+        return None;
+    }
+    let mut grad = match &batch.kept {
+        Some(kept) => grad.select(0, int_tensor::<B>(kept, &device)),
+        None => grad,
+    };
+    if options.scale_grad_by_freq {
+        let counts: Vec<f32> = batch.counts.iter().map(|&c| c as f32).collect();
+        let counts = Tensor::<B, 1>::from_data(TensorData::new(counts, [batch.counts.len()]), &device);
+        grad = grad / counts.unsqueeze_dim::<2>(1);
+    }
+    let values = Tensor::<B, 2>::zeros([batch.unique.len(), d], &device).select_assign(
+        0,
+        int_tensor::<B>(&batch.inverse, &device),
+        grad,
+        IndexingUpdateOp::Add,
+    );
+    Some(RowSparseGradient::new(
+        int_tensor::<B>(&batch.unique, &device),
+        values,
+        num_embeddings,
+    ))
+}

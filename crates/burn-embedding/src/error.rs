@@ -1,0 +1,72 @@
+//! Typed errors, each naming the offending value.
+
+use thiserror::Error;
+
+/// Everything that can go wrong when building or calling an embedding.
+///
+/// Every variant names the value that was rejected, so that a message such as
+/// `index 12 at position 3 is out of range for an embedding of 10 rows` tells the user what
+/// to fix without a debugger.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum EmbeddingError {
+    /// An index is negative or not below `num_embeddings`.
+    #[error(
+        "index {index} at position {position} is out of range for an embedding of {num_embeddings} rows (valid: 0..{num_embeddings})"
+    )]
+    IndexOutOfRange {
+        /// The offending index value.
+        index: i64,
+        /// Its position in the flattened index tensor.
+        position: usize,
+        /// The number of rows of the weight.
+        num_embeddings: usize,
+    },
+    /// `padding_idx` is outside `-num_embeddings..num_embeddings`.
+    #[error(
+        "padding_idx {padding_idx} is out of range for an embedding of {num_embeddings} rows (valid: -{num_embeddings}..{num_embeddings})"
+    )]
+    PaddingIdxOutOfRange {
+        /// The value the user passed.
+        padding_idx: i64,
+        /// The number of rows of the weight.
+        num_embeddings: usize,
+    },
+    /// `norm_type` is not a positive number (or infinity).
+    #[error("norm_type {norm_type} is invalid: it must be > 0 (infinity allowed)")]
+    InvalidNormType {
+        /// The value the user passed.
+        norm_type: f64,
+    },
+    /// `max_norm` is negative or not finite.
+    #[error("max_norm {max_norm} is invalid: it must be a finite number >= 0")]
+    InvalidMaxNorm {
+        /// The value the user passed.
+        max_norm: f64,
+    },
+    /// `num_embeddings` or `embedding_dim` is zero.
+    #[error(
+        "an embedding of shape [{num_embeddings}, {embedding_dim}] is empty: both dimensions must be >= 1"
+    )]
+    EmptyShape {
+        /// Rows requested.
+        num_embeddings: usize,
+        /// Columns requested.
+        embedding_dim: usize,
+    },
+    /// The weight given to `from_pretrained` or to the functional form has the wrong shape.
+    #[error("weight has shape {shape:?}: expected [num_embeddings, embedding_dim] with both >= 1")]
+    InvalidWeightShape {
+        /// The shape that was given.
+        shape: Vec<usize>,
+    },
+    /// The output rank requested is not the index rank plus one.
+    #[error("indices of rank {index_rank} give an output of rank {expected}, not {output_rank}")]
+    RankMismatch {
+        /// Rank of the index tensor.
+        index_rank: usize,
+        /// Rank the caller asked for.
+        output_rank: usize,
+        /// `index_rank + 1`.
+        expected: usize,
+    },
+}

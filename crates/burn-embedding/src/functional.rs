@@ -1,0 +1,133 @@
+//! The embedding as a function of a weight tensor, usable without the module.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+
+use crate::backend::reference::{float, primitive};
+use crate::{EmbeddingBackend, EmbeddingError, EmbeddingOptions};
+
+/// Looks up the rows of `weight` `[V, D]` named by `indices` `[..]`, giving `[.., D]`.
+///
+/// Checks the options and every index, and panics with the [`EmbeddingError`] message on bad
+/// input; [`try_embedding`] returns the error instead.
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::tensor::{Int, Tensor};
+/// use burn_embedding::{EmbeddingOptions, embedding};
+///
+/// let device = Default::default();
+/// let weight = Tensor::<NdArray, 2>::from_floats([[0.0, 0.0], [1.0, 2.0], [3.0, 4.0]], &device);
+/// let indices = Tensor::<NdArray, 2, Int>::from_ints([[2, 1], [0, 2]], &device);
+/// let out: Tensor<NdArray, 3> = embedding(weight, indices, &EmbeddingOptions::new());
+/// assert_eq!(out.dims(), [2, 2, 2]);
+/// assert_eq!(out.into_data().to_vec::<f32>().unwrap(), vec![3., 4., 1., 2., 0., 0., 3., 4.]);
+/// ```
+pub fn embedding<B: EmbeddingBackend, const DI: usize, const DO: usize>(
+    weight: Tensor<B, 2>,
+    indices: Tensor<B, DI, Int>,
+    options: &EmbeddingOptions,
+) -> Tensor<B, DO> {
+    try_embedding(weight, indices, options).unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// [`embedding`], returning bad input as an [`EmbeddingError`].
+pub fn try_embedding<B: EmbeddingBackend, const DI: usize, const DO: usize>(
+    weight: Tensor<B, 2>,
+    indices: Tensor<B, DI, Int>,
+    options: &EmbeddingOptions,
+) -> Result<Tensor<B, DO>, EmbeddingError> {
+    check_rank::<DI, DO>()?;
+    let [num_embeddings, embedding_dim] = weight.dims();
+    if num_embeddings == 0 || embedding_dim == 0 {
+        return Err(EmbeddingError::InvalidWeightShape {
+            shape: vec![num_embeddings, embedding_dim],
+        });
+    }
+    options.validate(num_embeddings)?;
+    check_indices(&indices, num_embeddings)?;
+    Ok(embedding_unchecked(weight, indices, options))
+}
+
+/// [`embedding`] without the checks.
+///
+/// The index check costs one reduction over the indices and one device-to-host read of two
+/// numbers, which on a GPU backend waits for the queued work. Skip it only for indices known
+/// to be valid: an out-of-range index here is undefined (a panic on ndarray and tch, garbage
+/// or zeros on wgpu).
+pub fn embedding_unchecked<B: EmbeddingBackend, const DI: usize, const DO: usize>(
+    weight: Tensor<B, 2>,
+    indices: Tensor<B, DI, Int>,
+    options: &EmbeddingOptions,
+) -> Tensor<B, DO> {
+    if let Err(err) = check_rank::<DI, DO>() {
+        panic!("{err}");
+    }
+    let index_dims = indices.dims();
+    let embedding_dim = weight.dims()[1];
+    let flat = indices.reshape([index_dims.iter().product::<usize>()]);
+    let rows = B::embedding_lookup(primitive(weight), flat.into_primitive(), options);
+    let mut dims = [embedding_dim; DO];
+    dims[..DI].copy_from_slice(&index_dims);
+    float::<B, 2>(rows).reshape(dims)
+}
+
+/// PyTorch's `embedding_renorm_`: `weight` with each row referenced by `indices` whose
+/// `norm_type`-norm exceeds `max_norm` rescaled to `max_norm`. Not differentiable.
+pub fn embedding_renorm<B: EmbeddingBackend, const DI: usize>(
+    weight: Tensor<B, 2>,
+    indices: Tensor<B, DI, Int>,
+    max_norm: f64,
+    norm_type: f64,
+) -> Tensor<B, 2> {
+    let n = indices.shape().num_elements();
+    float(B::embedding_renorm(
+        primitive(weight),
+        indices.reshape([n]).into_primitive(),
+        max_norm,
+        norm_type,
+    ))
+}
+
+/// Checks that every index lies in `0..num_embeddings`.
+///
+/// One reduction to the minimum and maximum, read back together; only when one is out of range
+/// are all indices read, to name the first offending index and its position.
+pub fn check_indices<B: Backend, const D: usize>(
+    indices: &Tensor<B, D, Int>,
+    num_embeddings: usize,
+) -> Result<(), EmbeddingError> {
+    let n = indices.shape().num_elements();
+    if n == 0 {
+        return Ok(());
+    }
+    let flat = indices.clone().reshape([n]);
+    let bounds = Tensor::cat(vec![flat.clone().min(), flat.clone().max()], 0);
+    let bounds: Vec<i64> = bounds.into_data().iter::<i64>().collect();
+    if bounds[0] >= 0 && bounds[1] < num_embeddings as i64 {
+        return Ok(());
+    }
+    let values: Vec<i64> = flat.into_data().iter::<i64>().collect();
+    let (position, &index) = values
+        .iter()
+        .enumerate()
+        .find(|&(_, &i)| i < 0 || i >= num_embeddings as i64)
+        .expect("the minimum or maximum is out of range");
+    Err(EmbeddingError::IndexOutOfRange {
+        index,
+        position,
+        num_embeddings,
+    })
+}
+
+pub(crate) fn check_rank<const DI: usize, const DO: usize>() -> Result<(), EmbeddingError> {
+    if DO == DI + 1 {
+        Ok(())
+    } else {
+        Err(EmbeddingError::RankMismatch {
+            index_rank: DI,
+            output_rank: DO,
+            expected: DI + 1,
+        })
+    }
+}

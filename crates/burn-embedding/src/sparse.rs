@@ -1,0 +1,85 @@
+//! The row-sparse gradient of an embedding weight.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{IndexingUpdateOp, Int, Tensor};
+
+use crate::backend::reference::{int_tensor, read_indices};
+use crate::coalesce::Coalesced;
+
+/// A gradient that is zero outside a few rows: the sorted unique row `ids` `[U]` and their
+/// summed `values` `[U, D]`, standing for a `[num_embeddings, D]` tensor.
+///
+/// This is what a lookup with `sparse: true` produces in backward (PyTorch's coalesced sparse
+/// COO gradient). Memory and time are O(U x D), never O(num_embeddings x D).
+#[derive(Debug, Clone)]
+pub struct RowSparseGradient<B: Backend> {
+    /// Sorted unique row ids, `[U]`.
+    pub ids: Tensor<B, 1, Int>,
+    /// The gradient row of each id, `[U, D]`.
+    pub values: Tensor<B, 2>,
+    /// Rows of the dense tensor this stands for.
+    pub num_embeddings: usize,
+}
+
+impl<B: Backend> RowSparseGradient<B> {
+    /// Wraps ids (sorted, unique) and their rows.
+    pub fn new(ids: Tensor<B, 1, Int>, values: Tensor<B, 2>, num_embeddings: usize) -> Self {
+        debug_assert_eq!(ids.dims()[0], values.dims()[0], "one row per id");
+        Self {
+            ids,
+            values,
+            num_embeddings,
+        }
+    }
+
+    /// Number of rows held (U).
+    pub fn num_rows(&self) -> usize {
+        self.values.dims()[0]
+    }
+
+    /// The embedding dimension (D).
+    pub fn dim(&self) -> usize {
+        self.values.dims()[1]
+    }
+
+    /// The ids on the host.
+    pub fn ids_vec(&self) -> Vec<i64> {
+        read_indices(self.ids.clone())
+    }
+
+    /// The dense `[num_embeddings, D]` tensor this stands for. O(V x D): for tests and for
+    /// handing the gradient to code that only takes dense tensors.
+    pub fn to_dense(&self) -> Tensor<B, 2> {
+        Tensor::zeros([self.num_embeddings, self.dim()], &self.values.device()).select_assign(
+            0,
+            self.ids.clone(),
+            self.values.clone(),
+            IndexingUpdateOp::Add,
+        )
+    }
+
+    /// The sum of two row-sparse gradients of the same weight, coalesced again.
+    pub fn add(self, other: Self) -> Self {
+        assert_eq!(
+            (self.num_embeddings, self.dim()),
+            (other.num_embeddings, other.dim()),
+            "row-sparse gradients of different weights cannot be added"
+        );
+        let device = self.values.device();
+        let mut ids = self.ids_vec();
+        ids.extend(other.ids_vec());
+        let merged = Coalesced::new(&ids, None);
+        let values = Tensor::cat(vec![self.values, other.values], 0);
+        let values = Tensor::zeros([merged.unique.len(), values.dims()[1]], &device).select_assign(
+            0,
+            int_tensor::<B>(&merged.inverse, &device),
+            values,
+            IndexingUpdateOp::Add,
+        );
+        Self::new(
+            int_tensor::<B>(&merged.unique, &device),
+            values,
+            self.num_embeddings,
+        )
+    }
+}

@@ -1,0 +1,8 @@
+//! Cross-backend conformance suite: PyTorch-computed golden cases run on every backend.
+//!
+//! The runners are generic over the backend; `tests/conformance.rs` instantiates them for
+//! ndarray, wgpu and tch (cargo features of the same names).
+
+pub mod embedding_cases;
+pub mod golden;
+pub mod report;

@@ -1,0 +1,39 @@
+//! The conformance suite: one test per backend and capability, each printing
+//! `golden-<backend>: N passed, M failed`.
+
+use burn_embedding_conformance::embedding_cases;
+use burn_embedding_conformance::report::Tol;
+
+#[cfg(feature = "ndarray")]
+mod ndarray {
+    use super::*;
+    use burn::backend::NdArray;
+
+    #[test]
+    fn golden_embedding() {
+        embedding_cases::run::<NdArray>("ndarray", &Default::default(), Tol::DEFAULT);
+    }
+}
+
+#[cfg(feature = "wgpu")]
+mod wgpu {
+    use super::*;
+    use burn::backend::Wgpu;
+
+    #[test]
+    fn golden_embedding() {
+        embedding_cases::run::<Wgpu>("wgpu", &Default::default(), Tol::LOOSE);
+    }
+}
+
+#[cfg(feature = "tch")]
+mod tch {
+    use super::*;
+    use burn::backend::LibTorch;
+    use burn::backend::libtorch::LibTorchDevice;
+
+    #[test]
+    fn golden_embedding() {
+        embedding_cases::run::<LibTorch<f32>>("tch", &LibTorchDevice::Cpu, Tol::DEFAULT);
+    }
+}

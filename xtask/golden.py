@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Generates the project's own golden cases (format embedding-golden/1) with PyTorch.
+
+usage: golden.py OUT_DIR   (run by `cargo xtask golden` with the torch 2.9.0 venv's python)
+Writes OUT_DIR/embedding/*.json. Each case is computed on the CPU in float32 by
+torch.nn.functional.embedding, exactly as shared/golden/README.md describes.
+"""
+import json, os, sys
+import torch
+import torch.nn.functional as F
+
+SOURCE = f"torch {torch.__version__} F.embedding, CPU float32 (xtask/golden.py)"
+
+
+def t(x):
+    return {"shape": list(x.shape), "data": x.reshape(-1).tolist()}
+
+
+def embedding_case(name, V, D, indices, padding_idx=None, max_norm=None, norm_type=2.0,
+                   scale_grad_by_freq=False, sparse=False, custom_pad_row=False, seed=0, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.randn(V, D, generator=g) * scale
+    pad = None if padding_idx is None else (padding_idx + V if padding_idx < 0 else padding_idx)
+    if pad is not None and not custom_pad_row:
+        weight[pad] = 0.0
+    indices = torch.tensor(indices, dtype=torch.long)
+    grad_output = torch.randn(*indices.shape, D, generator=g)
+    w = weight.clone().requires_grad_(True)
+    with torch.no_grad():
+        w_work = w.detach().clone()
+    w_work.requires_grad_(True)
+    # F.embedding renormalises w_work in place; PyTorch refuses sparse with
+    # scale_grad_by_freq, so the gradient is always computed dense and sliced to rows.
+    out = F.embedding(indices, w_work, padding_idx=padding_idx, max_norm=max_norm,
+                      norm_type=norm_type, scale_grad_by_freq=scale_grad_by_freq, sparse=False)
+    (out * grad_output).sum().backward()
+    expected = {
+        "output": t(out.detach()),
+        "weight_after_forward": t(w_work.detach()),
+        "weight_grad": t(w_work.grad),
+    }
+    if sparse:
+        ids = torch.unique(indices.reshape(-1))
+        if pad is not None:
+            ids = ids[ids != pad]
+        expected["weight_grad_rows"] = {"ids": t(ids), "values": t(w_work.grad[ids])}
+    return {
+        "format": "embedding-golden/1", "kind": "embedding", "name": name, "source": SOURCE,
+        "config": {"num_embeddings": V, "embedding_dim": D, "padding_idx": padding_idx,
+                   "max_norm": max_norm, "norm_type": norm_type,
+                   "scale_grad_by_freq": scale_grad_by_freq, "sparse": sparse},
+        "weight": t(weight), "indices": t(indices), "grad_output": t(grad_output),
+        "expected": expected,
+    }
+
+
+def error_case(name, op, config, expect, indices=None):
+    case = {"format": "embedding-golden/1", "kind": "error", "name": name, "op": op,
+            "config": config, "expect_error": expect,
+            "source": f"torch {torch.__version__} raises for this input (xtask/golden.py)"}
+    if indices is not None:
+        case["indices"] = {"shape": [len(indices)], "data": indices}
+    # Check that PyTorch really refuses it.
+    try:
+        V, D = config["num_embeddings"], config["embedding_dim"]
+        emb = torch.nn.Embedding(V, D, padding_idx=config.get("padding_idx"))
+        if indices is not None:
+            emb(torch.tensor(indices))
+    except (AssertionError, IndexError, RuntimeError):
+        return case
+    raise SystemExit(f"{name}: PyTorch accepted the input")
+
+
+def cases():
+    g = torch.Generator().manual_seed(42)
+    rnd = lambda V, *shape: torch.randint(0, V, shape, generator=g).tolist()
+    yield embedding_case("own_plain_1d", 9, 4, rnd(9, 7))
+    yield embedding_case("own_plain_2d", 11, 3, rnd(11, 3, 5), seed=1)
+    yield embedding_case("own_plain_3d", 13, 5, rnd(13, 2, 2, 3), seed=2)
+    yield embedding_case("own_plain_4d", 8, 2, rnd(8, 2, 2, 2, 2), seed=3)
+    yield embedding_case("own_padding_first", 6, 3, [0, 1, 0, 5, 0], padding_idx=0, seed=4)
+    yield embedding_case("own_padding_last_negative", 6, 3, [5, 1, 5, 2], padding_idx=-1, seed=5)
+    yield embedding_case("own_padding_custom_row", 5, 3, [1, 1, 4, 2], padding_idx=1,
+                         custom_pad_row=True, seed=6)
+    yield embedding_case("own_max_norm_l2", 20, 6, rnd(20, 4, 5), max_norm=1.0, seed=7, scale=2.0)
+    yield embedding_case("own_max_norm_l1", 20, 6, rnd(20, 12), max_norm=2.5, norm_type=1.0,
+                         seed=8, scale=2.0)
+    yield embedding_case("own_max_norm_inf", 20, 6, rnd(20, 12), max_norm=0.8,
+                         norm_type=float("inf"), seed=9, scale=2.0)
+    yield embedding_case("own_max_norm_p3", 20, 6, rnd(20, 12), max_norm=1.2, norm_type=3.0,
+                         seed=10, scale=2.0)
+    yield embedding_case("own_max_norm_p_half", 20, 6, rnd(20, 12), max_norm=4.0,
+                         norm_type=0.5, seed=11)
+    yield embedding_case("own_max_norm_padding_row", 10, 4, [3, 3, 7, 0], padding_idx=3,
+                         max_norm=0.5, custom_pad_row=True, seed=12, scale=2.0)
+    yield embedding_case("own_scale_grad_by_freq", 7, 4, [1, 1, 1, 2, 6, 2, 0], 
+                         scale_grad_by_freq=True, seed=13)
+    yield embedding_case("own_scale_grad_by_freq_padding", 7, 4, [[1, 3, 3], [3, 1, 5]],
+                         padding_idx=3, scale_grad_by_freq=True, seed=14)
+    yield embedding_case("own_sparse_2d", 30, 5, rnd(30, 4, 6), sparse=True, seed=15)
+    yield embedding_case("own_sparse_padding", 30, 5, [4, 9, 4, 4, 2, 9], padding_idx=4,
+                         sparse=True, seed=16)
+    yield embedding_case("own_sparse_all_padding", 10, 3, [2, 2, 2], padding_idx=2,
+                         sparse=True, seed=17)
+    yield embedding_case("own_sparse_scale_grad_by_freq_padding", 12, 4, [5, 5, 0, 7, 5, 0, 7],
+                         padding_idx=0, scale_grad_by_freq=True, sparse=True, seed=18)
+    yield embedding_case("own_all_options_inf_norm", 25, 6, rnd(25, 3, 7), padding_idx=-3,
+                         max_norm=1.1, norm_type=float("inf"), scale_grad_by_freq=True,
+                         sparse=True, seed=19, scale=2.0)
+    yield embedding_case("own_many_repeats", 5, 2, [3] * 500 + [1] * 300 + [0] * 200,
+                         padding_idx=0, scale_grad_by_freq=True, seed=20)
+    yield embedding_case("own_large_random", 600, 16, rnd(600, 16, 24), seed=21)
+    cfg = {"num_embeddings": 8, "embedding_dim": 2}
+    yield error_case("own_err_index_equal_to_num_embeddings", "embedding", cfg,
+                     "index_out_of_range", [0, 8])
+    yield error_case("own_err_index_very_negative", "embedding", cfg, "index_out_of_range",
+                     [3, -100, 2])
+    yield error_case("own_err_padding_idx_equal_to_num_embeddings", "config",
+                     dict(cfg, padding_idx=8), "padding_idx_out_of_range")
+    yield error_case("own_err_padding_idx_below_minus_n", "config", dict(cfg, padding_idx=-9),
+                     "padding_idx_out_of_range")
+
+
+def main():
+    out = os.path.join(sys.argv[1] if len(sys.argv) > 1 else "tests/golden", "embedding")
+    os.makedirs(out, exist_ok=True)
+    n = 0
+    for case in cases():
+        with open(os.path.join(out, case["name"] + ".json"), "w") as f:
+            json.dump(case, f, allow_nan=True)
+            f.write("\n")
+        n += 1
+    print(f"wrote {n} cases to {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+//! `cargo xtask`: set-up, tests on every backend, golden cases and benchmarks.
+//!
+//! ```text
+//! cargo xtask setup                                 install lavapipe (apt) and the torch venv
+//! cargo xtask test [--backend ndarray|wgpu|tch|all] run every test on those backends (default all)
+//! cargo xtask golden                                regenerate tests/golden with PyTorch
+//! cargo xtask bench [--quick] [--vocab V,..]        benchmarks beside PyTorch and burn::nn
+//! ```
+//!
+//! The torch venv and the cargo target dir live under `$XDG_CACHE_HOME/burn-embedding` (by
+//! default `~/.cache/burn-embedding`), keyed by version, so a fresh clone on the same machine
+//! reuses them and a fresh machine recreates them.
+
+mod env;
+mod setup;
+
+use std::process::{Command, ExitCode};
+
+use env::Env;
+
+const BACKENDS: [&str; 3] = ["ndarray", "wgpu", "tch"];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("setup") => setup::all(&Env::new()),
+        Some("test") => test(&args[1..]),
+        Some("golden") => golden(),
+        Some("bench") => bench(&args[1..]),
+        _ => Err(format!(
+            "usage: cargo xtask <setup | test [--backend ndarray|wgpu|tch|all] | golden | bench [--quick]>\n(got {args:?})"
+        )),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_backends(args: &[String]) -> Result<Vec<&'static str>, String> {
+    let mut chosen = "all".to_string();
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--backend" => chosen = it.next().ok_or("--backend needs a value")?.clone(),
+            other if other.starts_with("--backend=") => chosen = other[10..].to_string(),
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if chosen == "all" {
+        return Ok(BACKENDS.to_vec());
+    }
+    chosen
+        .split(',')
+        .map(|b| {
+            BACKENDS
+                .into_iter()
+                .find(|k| *k == b)
+                .ok_or_else(|| format!("unknown backend {b:?}: expected ndarray, wgpu, tch or all"))
+        })
+        .collect()
+}
+
+/// Runs the whole suite with the requested backends compiled in, then checks that each
+/// backend printed its `golden-<backend>: N passed, 0 failed` line.
+fn test(args: &[String]) -> Result<(), String> {
+    let backends = parse_backends(args)?;
+    let env = Env::new();
+    if backends.contains(&"wgpu") {
+        setup::lavapipe()?;
+    }
+    if backends.contains(&"tch") {
+        setup::torch_venv(&env)?;
+    }
+    let features: Vec<String> = backends
+        .iter()
+        .map(|b| format!("burn-embedding-conformance/{b},burn-embedding/{b}"))
+        .collect();
+    let mut cmd = env.cargo(backends.contains(&"tch"));
+    cmd.args(["test", "--workspace", "--no-default-features", "--features"])
+        .arg(features.join(","))
+        .args(["--", "--nocapture", "--test-threads=1"]);
+    let output = env::run_tee(cmd)?;
+    let mut missing = Vec::new();
+    for backend in &backends {
+        let prefix = format!("golden-{backend}:");
+        let lines: Vec<&str> = output
+            .lines()
+            .filter_map(|l| l.find(&prefix).map(|at| &l[at..]))
+            .collect();
+        if lines.is_empty() {
+            missing.push(format!("{backend}: no golden line was printed (the backend did not run)"));
+        }
+        for line in lines {
+            if !line.ends_with(" 0 failed") || line.contains(": 0 passed") {
+                missing.push(format!("{backend}: {line}"));
+            }
+        }
+    }
+    if missing.is_empty() {
+        println!("xtask test: every backend ran and passed: {}", backends.join(", "));
+        Ok(())
+    } else {
+        Err(format!("backends that did not pass:\n  {}", missing.join("\n  ")))
+    }
+}
+
+fn golden() -> Result<(), String> {
+    let env = Env::new();
+    setup::torch_venv(&env)?;
+    let status = Command::new(env.python())
+        .arg(env.root.join("xtask/golden.py"))
+        .arg(env.root.join("tests/golden"))
+        .status()
+        .map_err(|e| format!("cannot run the generator: {e}"))?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| format!("golden.py failed: {status}"))
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    let env = Env::new();
+    setup::torch_venv(&env)?;
+    let mut cmd = env.cargo(false);
+    cmd.args(["bench", "-p", "burn-embedding", "--bench", "embedding", "--"])
+        .arg("--python")
+        .arg(env.python())
+        .arg("--torch-script")
+        .arg(env.root.join("../shared/bench/torch_embedding_bench.py"))
+        .args(args);
+    env::run_tee(cmd).map(|_| ())
+}
