@@ -2,7 +2,8 @@
 //!
 //! Prints one JSON record per case (format: `shared/bench/README.md`) and a markdown table of
 //! medians with ratios to PyTorch and to burn::nn. Ops: `forward` (no autodiff),
-//! `forward_backward` (dense gradient), `forward_backward_sparse` (row-sparse gradient), on
+//! `forward_autodiff` (the forward on an autodiff backend, no backward), `forward_backward`
+//! (dense gradient), `forward_backward_sparse` (row-sparse gradient), on
 //! NdArray / Autodiff<NdArray>, D = 128, 4096 tokens, V in --vocab (default 32000,1000000).
 
 use std::collections::BTreeMap;
@@ -136,6 +137,20 @@ fn bench_vocab(args: &Args, vocab: usize, records: &mut Vec<Record>) {
     // forward_backward (dense) and forward_backward_sparse on Autodiff<NdArray>.
     let idx = Tensor::<Ad, 2, Int>::from_data(ids.clone(), &device);
     let weight_ad = Tensor::<Ad, 2>::from_inner(weight.clone());
+    // The autodiff forward alone (a graph is recorded, no backward): burn::nn's keeps the
+    // [V, D] weight as backward state, ours the indices only.
+    let ours = Embedding::<Ad>::from_pretrained(weight_ad.clone(), false, EmbeddingOptions::new())
+        .unwrap();
+    rec("ours", "ndarray", "forward_autodiff", time(steps, || {
+        let _: Tensor<Ad, 3> = ours.forward(idx.clone());
+    }));
+    let theirs = burn::nn::Embedding {
+        weight: Param::from_tensor(weight_ad.clone()),
+    };
+    rec("burn-nn", "ndarray", "forward_autodiff", time(steps, || {
+        let _ = theirs.forward(idx.clone());
+    }));
+
     for (op, sparse) in [("forward_backward", false), ("forward_backward_sparse", true)] {
         let ours = Embedding::<Ad>::from_pretrained(
             weight_ad.clone(),
@@ -154,9 +169,6 @@ fn bench_vocab(args: &Args, vocab: usize, records: &mut Vec<Record>) {
             }
         }));
     }
-    let theirs = burn::nn::Embedding {
-        weight: Param::from_tensor(weight_ad.clone()),
-    };
     rec("burn-nn", "ndarray", "forward_backward", time(steps, || {
         let grads = theirs.forward(idx.clone()).sum().backward();
         assert!(theirs.weight.grad(&grads).is_some());
@@ -234,7 +246,7 @@ fn table(records: &[Record]) {
         && lo != hi
     {
         println!();
-        for op in ["forward", "forward_backward_sparse", "forward_backward"] {
+        for op in ["forward", "forward_autodiff", "forward_backward_sparse", "forward_backward"] {
             let get = |v| by_case.get(&(op.to_string(), v)).and_then(|m| m.get("ours")).copied();
             if let (Some(a), Some(b)) = (get(lo), get(hi)) {
                 println!("ours {op}: V={hi} takes {:.2}x its time at V={lo}", b / a);

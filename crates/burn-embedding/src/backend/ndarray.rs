@@ -1,11 +1,23 @@
-//! [`EmbeddingBackend`] for the ndarray backend.
+//! [`EmbeddingBackend`] for the ndarray backend, with fast paths written on the ndarray storage
+//! for `f32` weights: the row gather and the row-sparse and dense backwards copy and add whole
+//! rows as slices (the generic `select` / `select_assign` go through per-row views), and the
+//! dense gradient starts from a zeroed allocation that the OS fills lazily. Other element types
+//! take the generic [`reference`](super::reference) path.
 
 use burn::backend::NdArray;
 use burn::backend::ndarray::{
     FloatNdArrayElement, IntNdArrayElement, NdArrayTensor, QuantElement, SharedArray,
 };
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use ndarray::{Array, ArrayView, IxDyn};
+use rayon::prelude::*;
 
-use super::EmbeddingBackend;
+use super::{EmbeddingBackend, reference};
+use crate::coalesce::Coalesced;
+use crate::{EmbeddingOptions, RowSparseGradient};
+
+/// Below this many output values one thread copies faster than a rayon fan-out.
+const PARALLEL_MIN_VALUES: usize = 1 << 16;
 
 impl<E: FloatNdArrayElement, I: IntNdArrayElement, Q: QuantElement> EmbeddingBackend
     for NdArray<E, I, Q>
@@ -13,4 +25,127 @@ where
     NdArrayTensor: From<SharedArray<E>>,
     NdArrayTensor: From<SharedArray<I>>,
 {
+    fn embedding_lookup(
+        weight: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        options: &EmbeddingOptions,
+    ) -> FloatTensor<Self> {
+        match (&weight, options.max_norm) {
+            (NdArrayTensor::F32(w), None) => match (w.view().as_slice(), host_ids(&indices)) {
+                (Some(table), Some(ids)) => gather(table, w.shape()[1], &ids),
+                _ => reference::forward::<Self>(weight, indices, options),
+            },
+            _ => reference::forward::<Self>(weight, indices, options),
+        }
+    }
+
+    fn embedding_grad_dense(
+        grad: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        num_embeddings: usize,
+        options: &EmbeddingOptions,
+    ) -> FloatTensor<Self> {
+        if let (NdArrayTensor::F32(g), Some(ids)) = (&grad, host_ids(&indices))
+            && let Some(rows) = g.view().as_slice()
+        {
+            let d = g.shape()[1];
+            let counts = options.scale_grad_by_freq.then(|| {
+                let mut counts = vec![0u32; num_embeddings];
+                ids.iter().for_each(|&i| counts[i as usize] += 1);
+                counts
+            });
+            // vec![0.0; n] is a zeroed allocation: pages the batch never touches stay untouched.
+            let mut out = vec![0.0f32; num_embeddings * d];
+            for (pos, &id) in ids.iter().enumerate() {
+                if Some(id as usize) == options.padding_idx {
+                    continue;
+                }
+                let scale = counts.as_ref().map_or(1.0, |c| c[id as usize] as f32);
+                let dst = &mut out[id as usize * d..][..d];
+                let src = &rows[pos * d..][..d];
+                if counts.is_some() {
+                    dst.iter_mut().zip(src).for_each(|(o, &g)| *o += g / scale);
+                } else {
+                    dst.iter_mut().zip(src).for_each(|(o, &g)| *o += g);
+                }
+            }
+            return tensor(out, [num_embeddings, d]);
+        }
+        reference::backward_dense::<Self>(grad, indices, num_embeddings, options)
+    }
+
+    fn embedding_grad_sparse(
+        grad: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        num_embeddings: usize,
+        options: &EmbeddingOptions,
+    ) -> Option<RowSparseGradient<Self>> {
+        if let (NdArrayTensor::F32(g), Some(ids)) = (&grad, host_ids(&indices))
+            && let Some(rows) = g.view().as_slice()
+        {
+            let d = g.shape()[1];
+            let batch = Coalesced::new(&ids, options.padding_idx);
+            if batch.unique.is_empty() {
+                return None;
+            }
+            let mut values = vec![0.0f32; batch.unique.len() * d];
+            for (k, (&slot, &count)) in batch.inverse.iter().zip(&batch.counts).enumerate() {
+                let pos = batch.kept.as_ref().map_or(k, |kept| kept[k] as usize);
+                let dst = &mut values[slot as usize * d..][..d];
+                let src = &rows[pos * d..][..d];
+                if options.scale_grad_by_freq {
+                    let count = count as f32;
+                    dst.iter_mut().zip(src).for_each(|(o, &g)| *o += g / count);
+                } else {
+                    dst.iter_mut().zip(src).for_each(|(o, &g)| *o += g);
+                }
+            }
+            let device = Default::default();
+            return Some(RowSparseGradient::new(
+                reference::int_tensor::<Self>(&batch.unique, &device),
+                reference::float::<Self, 2>(tensor(values, [batch.unique.len(), d])),
+                num_embeddings,
+            ));
+        }
+        reference::backward_sparse::<Self>(grad, indices, num_embeddings, options)
+    }
+}
+
+/// The indices as `i64` on the host, when they are a contiguous i64 or i32 tensor.
+fn host_ids(indices: &NdArrayTensor) -> Option<Vec<i64>> {
+    fn collect<T: Copy + Into<i64>>(view: ArrayView<'_, T, IxDyn>) -> Vec<i64> {
+        match view.as_slice() {
+            Some(s) => s.iter().map(|&i| i.into()).collect(),
+            None => view.iter().map(|&i| i.into()).collect(),
+        }
+    }
+    match indices {
+        NdArrayTensor::I64(s) => Some(collect(s.view())),
+        NdArrayTensor::I32(s) => Some(collect(s.view())),
+        _ => None,
+    }
+}
+
+/// Copies row `ids[i]` of `table` (`[V, d]`, row-major) to row `i` of the output.
+fn gather(table: &[f32], d: usize, ids: &[i64]) -> NdArrayTensor {
+    let mut out = vec![0.0f32; ids.len() * d];
+    let copy = |(chunk, ids): (&mut [f32], &[i64])| {
+        for (dst, &id) in chunk.chunks_exact_mut(d).zip(ids) {
+            dst.copy_from_slice(&table[id as usize * d..][..d]);
+        }
+    };
+    if out.len() >= PARALLEL_MIN_VALUES {
+        let rows_per_task = (PARALLEL_MIN_VALUES / 4 / d).max(1);
+        out.par_chunks_mut(rows_per_task * d)
+            .zip(ids.par_chunks(rows_per_task))
+            .for_each(copy);
+    } else {
+        copy((&mut out, ids));
+    }
+    tensor(out, [ids.len(), d])
+}
+
+fn tensor(values: Vec<f32>, shape: [usize; 2]) -> NdArrayTensor {
+    let array = Array::from_shape_vec(IxDyn(&shape), values).expect("length matches the shape");
+    NdArrayTensor::from(array.into_shared())
 }
