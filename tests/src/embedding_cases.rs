@@ -1,7 +1,9 @@
 //! Runs the `embedding/` golden cases on one backend.
 
 use burn::backend::Autodiff;
-use burn::backend::autodiff::checkpoint::strategy::{BalancedCheckpointing, CheckpointStrategy};
+use burn::backend::autodiff::checkpoint::strategy::{
+    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
+};
 use burn::tensor::{Int, Tensor, TensorData};
 use burn_embedding::{
     Embedding, EmbeddingBackend, EmbeddingConfig, EmbeddingError, EmbeddingOptions, NormType,
@@ -19,11 +21,11 @@ pub fn config_of(config: &Value) -> EmbeddingConfig {
     EmbeddingConfig::new(num_embeddings, embedding_dim)
         .with_padding_idx(config["padding_idx"].as_i64())
         .with_max_norm((!config["max_norm"].is_null()).then(|| number(&config["max_norm"])))
-        .with_norm_type(NormType(
-            (!config["norm_type"].is_null())
-                .then(|| number(&config["norm_type"]))
-                .unwrap_or(2.0),
-        ))
+        .with_norm_type(NormType(if config["norm_type"].is_null() {
+            2.0
+        } else {
+            number(&config["norm_type"])
+        }))
         .with_scale_grad_by_freq(config["scale_grad_by_freq"].as_bool().unwrap_or(false))
         .with_sparse(config["sparse"].as_bool().unwrap_or(false))
 }
@@ -65,11 +67,15 @@ fn lookup<B: EmbeddingBackend>(
         2 => rank!(2, 3),
         3 => rank!(3, 4),
         4 => rank!(4, 5),
-        r => panic!("{}: index rank {r} is not supported by the runner", "case"),
+        r => panic!("index rank {r} is not supported by the runner"),
     })
 }
 
-fn check_forward<B: EmbeddingBackend>(case: &Case, device: &B::Device, tol: Tol) -> Result<(), String> {
+fn check_forward<B: EmbeddingBackend>(
+    case: &Case,
+    device: &B::Device,
+    tol: Tol,
+) -> Result<(), String> {
     let options = options_of(&case.json["config"]).map_err(|e| e.to_string())?;
     let indices = case.tensor("indices");
     let emb = Embedding::<B>::from_pretrained(weight::<B>(case, device), true, options)
@@ -86,8 +92,15 @@ fn check_forward<B: EmbeddingBackend>(case: &Case, device: &B::Device, tol: Tol)
     let mut emb_mut = emb.clone();
     let out = lookup(&emb, &indices, device, Some(&mut emb_mut)).map_err(|e| e.to_string())?;
     compare("output of forward_mut", out.into_data(), &flat, tol)?;
-    let expected = case.expected("weight_after_forward").expect("weight_after_forward");
-    compare("weight_after_forward", emb_mut.weight.val().into_data(), &expected, tol)
+    let expected = case
+        .expected("weight_after_forward")
+        .expect("weight_after_forward");
+    compare(
+        "weight_after_forward",
+        emb_mut.weight.val().into_data(),
+        &expected,
+        tol,
+    )
 }
 
 fn check_backward<B: EmbeddingBackend, C: CheckpointStrategy>(
@@ -98,8 +111,9 @@ fn check_backward<B: EmbeddingBackend, C: CheckpointStrategy>(
     type Ad<B, C> = Autodiff<B, C>;
     let options = options_of(&case.json["config"]).map_err(|e| e.to_string())?;
     let indices = case.tensor("indices");
-    let emb = Embedding::<Ad<B, C>>::from_pretrained(weight::<Ad<B, C>>(case, device), false, options)
-        .map_err(|e| e.to_string())?;
+    let emb =
+        Embedding::<Ad<B, C>>::from_pretrained(weight::<Ad<B, C>>(case, device), false, options)
+            .map_err(|e| e.to_string())?;
     let out = lookup(&emb, &indices, device, None).map_err(|e| e.to_string())?;
     let g = case.tensor("grad_output");
     let grad_output = Tensor::<Ad<B, C>, 2>::from_data(
@@ -118,14 +132,26 @@ fn check_backward<B: EmbeddingBackend, C: CheckpointStrategy>(
         let expected_values = GoldenTensor::from_json(&expected_rows["values"]);
         match rows {
             None if expected_ids.is_empty() => Ok(()),
-            None => Err(format!("no row-sparse gradient, expected rows {expected_ids:?}")),
+            None => Err(format!(
+                "no row-sparse gradient, expected rows {expected_ids:?}"
+            )),
             Some(rows) => {
                 let ids = rows.ids_vec();
                 if ids != expected_ids {
                     return Err(format!("sparse ids {ids:?}, expected {expected_ids:?}"));
                 }
-                compare("sparse values", rows.values.clone().into_data(), &expected_values, tol)?;
-                compare("sparse rows as dense", rows.to_dense().into_data(), &expected_dense, tol)
+                compare(
+                    "sparse values",
+                    rows.values.clone().into_data(),
+                    &expected_values,
+                    tol,
+                )?;
+                compare(
+                    "sparse rows as dense",
+                    rows.to_dense().into_data(),
+                    &expected_dense,
+                    tol,
+                )
             }
         }
     } else {
@@ -143,7 +169,9 @@ fn check_error<B: EmbeddingBackend>(case: &Case, device: &B::Device) -> Result<(
     let outcome = match case.json["op"].as_str() {
         Some("config") => config.try_init::<B>(device).map(|_| ()),
         Some("embedding") => {
-            let emb = config.try_init::<B>(device).map_err(|e| format!("config rejected: {e}"))?;
+            let emb = config
+                .try_init::<B>(device)
+                .map_err(|e| format!("config rejected: {e}"))?;
             lookup(&emb, &case.tensor("indices"), device, None).map(|_| ())
         }
         other => return Err(format!("error op {other:?} is not an embedding op")),
@@ -178,7 +206,7 @@ pub fn run<B: EmbeddingBackend>(label: &str, device: &B::Device, renorm_tol: Tol
                     renorm_tol
                 };
                 check_forward::<B>(&case, device, tol)
-                    .and_then(|()| check_backward::<B, burn::backend::autodiff::checkpoint::strategy::NoCheckpointing>(&case, device, tol))
+                    .and_then(|()| check_backward::<B, NoCheckpointing>(&case, device, tol))
                     .and_then(|()| {
                         check_backward::<B, BalancedCheckpointing>(&case, device, tol)
                             .map_err(|e| format!("checkpointed: {e}"))

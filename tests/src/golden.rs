@@ -164,7 +164,8 @@ pub fn load_cases(capability: &str) -> Vec<Case> {
                 .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
             let json = parse(&text);
             assert_eq!(
-                json["format"], "embedding-golden/1",
+                json["format"],
+                "embedding-golden/1",
                 "{} is not an embedding-golden/1 case",
                 path.display()
             );

@@ -27,7 +27,12 @@ impl Tol {
 }
 
 /// Checks `actual` against `expected`, returning a message with the largest error on mismatch.
-pub fn compare(what: &str, actual: TensorData, expected: &GoldenTensor, tol: Tol) -> Result<(), String> {
+pub fn compare(
+    what: &str,
+    actual: TensorData,
+    expected: &GoldenTensor,
+    tol: Tol,
+) -> Result<(), String> {
     let shape = actual.shape.to_vec();
     let expected_numel: usize = expected.shape.iter().product();
     if shape != expected.shape && !(expected_numel == 0 && shape.iter().product::<usize>() == 0) {

@@ -92,7 +92,9 @@ fn test(args: &[String]) -> Result<(), String> {
             .filter_map(|l| l.find(&prefix).map(|at| &l[at..]))
             .collect();
         if lines.is_empty() {
-            missing.push(format!("{backend}: no golden line was printed (the backend did not run)"));
+            missing.push(format!(
+                "{backend}: no golden line was printed (the backend did not run)"
+            ));
         }
         for line in lines {
             if !line.ends_with(" 0 failed") || line.contains(": 0 passed") {
@@ -101,10 +103,16 @@ fn test(args: &[String]) -> Result<(), String> {
         }
     }
     if missing.is_empty() {
-        println!("xtask test: every backend ran and passed: {}", backends.join(", "));
+        println!(
+            "xtask test: every backend ran and passed: {}",
+            backends.join(", ")
+        );
         Ok(())
     } else {
-        Err(format!("backends that did not pass:\n  {}", missing.join("\n  ")))
+        Err(format!(
+            "backends that did not pass:\n  {}",
+            missing.join("\n  ")
+        ))
     }
 }
 
@@ -126,11 +134,18 @@ fn bench(args: &[String]) -> Result<(), String> {
     let env = Env::new();
     setup::torch_venv(&env)?;
     let mut cmd = env.cargo(false);
-    cmd.args(["bench", "-p", "burn-embedding", "--bench", "embedding", "--"])
-        .arg("--python")
-        .arg(env.python())
-        .arg("--torch-script")
-        .arg(env.root.join("../shared/bench/torch_embedding_bench.py"))
-        .args(args);
+    cmd.args([
+        "bench",
+        "-p",
+        "burn-embedding",
+        "--bench",
+        "embedding",
+        "--",
+    ])
+    .arg("--python")
+    .arg(env.python())
+    .arg("--torch-script")
+    .arg(env.root.join("../shared/bench/torch_embedding_bench.py"))
+    .args(args);
     env::run_tee(cmd).map(|_| ())
 }

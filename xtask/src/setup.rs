@@ -14,9 +14,12 @@ pub fn all(env: &Env) -> Result<(), String> {
 }
 
 fn has_vulkan_loader() -> bool {
-    ["/usr/lib/x86_64-linux-gnu/libvulkan.so.1", "/usr/lib/aarch64-linux-gnu/libvulkan.so.1"]
-        .iter()
-        .any(|p| Path::new(p).exists())
+    [
+        "/usr/lib/x86_64-linux-gnu/libvulkan.so.1",
+        "/usr/lib/aarch64-linux-gnu/libvulkan.so.1",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists())
 }
 
 fn has_lavapipe() -> bool {

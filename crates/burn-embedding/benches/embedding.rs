@@ -106,33 +106,45 @@ fn bench_vocab(args: &Args, vocab: usize, records: &mut Vec<Record>) {
     let (d, n, steps) = (args.dim, args.tokens, args.steps);
     let ids = TensorData::new(token_ids(vocab, n), [1, n]);
     let weight = Tensor::<B, 2>::random([vocab, d], Distribution::Normal(0.0, 1.0), &device);
-    let mut rec = |implementation: &str, backend: &str, op: &str, (median_ms, min_ms): (f64, f64)| {
-        emit(
-            records,
-            args,
-            Record {
-                implementation: implementation.into(),
-                backend: backend.into(),
-                op: op.into(),
-                vocab,
-                median_ms,
-                min_ms,
-            },
-        )
-    };
+    let mut rec =
+        |implementation: &str, backend: &str, op: &str, (median_ms, min_ms): (f64, f64)| {
+            emit(
+                records,
+                args,
+                Record {
+                    implementation: implementation.into(),
+                    backend: backend.into(),
+                    op: op.into(),
+                    vocab,
+                    median_ms,
+                    min_ms,
+                },
+            )
+        };
 
     // forward: inference, no autodiff graph.
-    let ours = Embedding::<B>::from_pretrained(weight.clone(), true, EmbeddingOptions::new()).unwrap();
+    let ours =
+        Embedding::<B>::from_pretrained(weight.clone(), true, EmbeddingOptions::new()).unwrap();
     let idx = Tensor::<B, 2, Int>::from_data(ids.clone(), &device);
-    rec("ours", "ndarray", "forward", time(steps, || {
-        let _: Tensor<B, 3> = ours.forward(idx.clone());
-    }));
+    rec(
+        "ours",
+        "ndarray",
+        "forward",
+        time(steps, || {
+            let _: Tensor<B, 3> = ours.forward(idx.clone());
+        }),
+    );
     let theirs = burn::nn::Embedding {
         weight: Param::from_tensor(weight.clone()),
     };
-    rec("burn-nn", "ndarray", "forward", time(steps, || {
-        let _ = theirs.forward(idx.clone());
-    }));
+    rec(
+        "burn-nn",
+        "ndarray",
+        "forward",
+        time(steps, || {
+            let _ = theirs.forward(idx.clone());
+        }),
+    );
 
     // forward_backward (dense) and forward_backward_sparse on Autodiff<NdArray>.
     let idx = Tensor::<Ad, 2, Int>::from_data(ids.clone(), &device);
@@ -141,38 +153,61 @@ fn bench_vocab(args: &Args, vocab: usize, records: &mut Vec<Record>) {
     // [V, D] weight as backward state, ours the indices only.
     let ours = Embedding::<Ad>::from_pretrained(weight_ad.clone(), false, EmbeddingOptions::new())
         .unwrap();
-    rec("ours", "ndarray", "forward_autodiff", time(steps, || {
-        let _: Tensor<Ad, 3> = ours.forward(idx.clone());
-    }));
+    rec(
+        "ours",
+        "ndarray",
+        "forward_autodiff",
+        time(steps, || {
+            let _: Tensor<Ad, 3> = ours.forward(idx.clone());
+        }),
+    );
     let theirs = burn::nn::Embedding {
         weight: Param::from_tensor(weight_ad.clone()),
     };
-    rec("burn-nn", "ndarray", "forward_autodiff", time(steps, || {
-        let _ = theirs.forward(idx.clone());
-    }));
+    rec(
+        "burn-nn",
+        "ndarray",
+        "forward_autodiff",
+        time(steps, || {
+            let _ = theirs.forward(idx.clone());
+        }),
+    );
 
-    for (op, sparse) in [("forward_backward", false), ("forward_backward_sparse", true)] {
+    for (op, sparse) in [
+        ("forward_backward", false),
+        ("forward_backward_sparse", true),
+    ] {
         let ours = Embedding::<Ad>::from_pretrained(
             weight_ad.clone(),
             false,
             EmbeddingOptions::new().with_sparse(sparse),
         )
         .unwrap();
-        rec("ours", "ndarray", op, time(steps, || {
-            let out: Tensor<Ad, 3> = ours.forward(idx.clone());
-            let mut grads = out.sum().backward();
-            if sparse {
-                let rows = ours.sparse_grad_remove(&mut grads).expect("rows");
-                assert_eq!(rows.values.dims()[1], d);
-            } else {
-                assert!(ours.weight.grad(&grads).is_some());
-            }
-        }));
+        rec(
+            "ours",
+            "ndarray",
+            op,
+            time(steps, || {
+                let out: Tensor<Ad, 3> = ours.forward(idx.clone());
+                let mut grads = out.sum().backward();
+                if sparse {
+                    let rows = ours.sparse_grad_remove(&mut grads).expect("rows");
+                    assert_eq!(rows.values.dims()[1], d);
+                } else {
+                    assert!(ours.weight.grad(&grads).is_some());
+                }
+            }),
+        );
     }
-    rec("burn-nn", "ndarray", "forward_backward", time(steps, || {
-        let grads = theirs.forward(idx.clone()).sum().backward();
-        assert!(theirs.weight.grad(&grads).is_some());
-    }));
+    rec(
+        "burn-nn",
+        "ndarray",
+        "forward_backward",
+        time(steps, || {
+            let grads = theirs.forward(idx.clone()).sum().backward();
+            assert!(theirs.weight.grad(&grads).is_some());
+        }),
+    );
 }
 
 fn torch_records(args: &Args, vocab: usize, records: &mut Vec<Record>) {
@@ -182,8 +217,18 @@ fn torch_records(args: &Args, vocab: usize, records: &mut Vec<Record>) {
     };
     let output = Command::new(python)
         .arg(script)
-        .args(["--vocab", &vocab.to_string(), "--dim", &args.dim.to_string()])
-        .args(["--tokens", &args.tokens.to_string(), "--threads", &args.threads.to_string()])
+        .args([
+            "--vocab",
+            &vocab.to_string(),
+            "--dim",
+            &args.dim.to_string(),
+        ])
+        .args([
+            "--tokens",
+            &args.tokens.to_string(),
+            "--threads",
+            &args.threads.to_string(),
+        ])
         .args(["--steps", &args.steps.to_string()])
         .args(["--ops", "forward,forward_backward,forward_backward_sparse"])
         .output()
@@ -218,7 +263,9 @@ fn table(records: &[Record]) {
             .or_default()
             .insert(r.implementation.clone(), r.median_ms);
     }
-    println!("\n| op | V | ours (ms) | burn-nn (ms) | torch (ms) | ours / torch | burn-nn / ours |");
+    println!(
+        "\n| op | V | ours (ms) | burn-nn (ms) | torch (ms) | ours / torch | burn-nn / ours |"
+    );
     println!("|---|---|---|---|---|---|---|");
     let fmt = |x: Option<&f64>| x.map_or("-".into(), |v| format!("{v:.3}"));
     for ((op, vocab), m) in &by_case {
@@ -246,8 +293,18 @@ fn table(records: &[Record]) {
         && lo != hi
     {
         println!();
-        for op in ["forward", "forward_autodiff", "forward_backward_sparse", "forward_backward"] {
-            let get = |v| by_case.get(&(op.to_string(), v)).and_then(|m| m.get("ours")).copied();
+        for op in [
+            "forward",
+            "forward_autodiff",
+            "forward_backward_sparse",
+            "forward_backward",
+        ] {
+            let get = |v| {
+                by_case
+                    .get(&(op.to_string(), v))
+                    .and_then(|m| m.get("ours"))
+                    .copied()
+            };
             if let (Some(a), Some(b)) = (get(lo), get(hi)) {
                 println!("ours {op}: V={hi} takes {:.2}x its time at V={lo}", b / a);
             }
@@ -259,7 +316,11 @@ fn main() {
     let args = parse_args();
     let machine = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l[l.find(':').map_or(0, |i| i + 2)..].to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l[l.find(':').map_or(0, |i| i + 2)..].to_string())
+        })
         .unwrap_or_else(|| "unknown CPU".into());
     eprintln!(
         "bench: {machine}, {} threads, D={}, tokens={}, steps={}",

@@ -104,9 +104,13 @@ mod tests {
 
     #[test]
     fn negative_padding_idx_is_normalised() {
-        let options = EmbeddingConfig::new(10, 3).with_padding_idx(Some(-2)).options();
+        let options = EmbeddingConfig::new(10, 3)
+            .with_padding_idx(Some(-2))
+            .options();
         assert_eq!(options.unwrap().padding_idx, Some(8));
-        let options = EmbeddingConfig::new(10, 3).with_padding_idx(Some(-10)).options();
+        let options = EmbeddingConfig::new(10, 3)
+            .with_padding_idx(Some(-10))
+            .options();
         assert_eq!(options.unwrap().padding_idx, Some(0));
     }
 
@@ -164,7 +168,10 @@ mod tests {
             .with_padding_idx(Some(-1))
             .init::<B>(&Default::default());
         let w = emb.weight.val().into_data().to_vec::<f32>().unwrap();
-        assert!(w[20..24].iter().all(|&x| x == 0.0), "row 5 is the padding row");
+        assert!(
+            w[20..24].iter().all(|&x| x == 0.0),
+            "row 5 is the padding row"
+        );
         assert!(w[..20].iter().any(|&x| x != 0.0));
     }
 

@@ -5,7 +5,9 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 use crate::functional::{check_indices, check_rank, embedding_renorm, embedding_unchecked};
-use crate::{EmbeddingBackend, EmbeddingError, EmbeddingOptions, RowSparseGradient, SparseGradients};
+use crate::{
+    EmbeddingBackend, EmbeddingError, EmbeddingOptions, RowSparseGradient, SparseGradients,
+};
 
 /// A lookup table of `num_embeddings` rows of size `embedding_dim`, with every option of
 /// PyTorch's `nn.Embedding`: `padding_idx`, `max_norm` / `norm_type`, `scale_grad_by_freq` and
@@ -92,7 +94,8 @@ impl<B: EmbeddingBackend> Embedding<B> {
         &self,
         indices: Tensor<B, DI, Int>,
     ) -> Tensor<B, DO> {
-        self.try_forward(indices).unwrap_or_else(|err| panic!("{err}"))
+        self.try_forward(indices)
+            .unwrap_or_else(|err| panic!("{err}"))
     }
 
     /// [`forward`](Self::forward), returning bad input as an [`EmbeddingError`].
@@ -124,7 +127,8 @@ impl<B: EmbeddingBackend> Embedding<B> {
         &mut self,
         indices: Tensor<B, DI, Int>,
     ) -> Tensor<B, DO> {
-        self.try_forward_mut(indices).unwrap_or_else(|err| panic!("{err}"))
+        self.try_forward_mut(indices)
+            .unwrap_or_else(|err| panic!("{err}"))
     }
 
     /// [`forward_mut`](Self::forward_mut), returning bad input as an [`EmbeddingError`]; the
@@ -153,7 +157,8 @@ impl<B: EmbeddingBackend> Embedding<B> {
         );
         self.weight = weight.map(|w| {
             let require_grad = w.is_require_grad();
-            embedding_renorm(w.detach(), indices, max_norm, norm_type).set_require_grad(require_grad)
+            embedding_renorm(w.detach(), indices, max_norm, norm_type)
+                .set_require_grad(require_grad)
         });
     }
 }
@@ -195,9 +200,13 @@ mod tests {
     #[test]
     fn ranks_1_3_and_4() {
         let device = Default::default();
-        let emb = Embedding::from_pretrained(table(&device), true, EmbeddingOptions::new()).unwrap();
+        let emb =
+            Embedding::from_pretrained(table(&device), true, EmbeddingOptions::new()).unwrap();
         let out: Tensor<B, 2> = emb.forward(Tensor::<B, 1, Int>::from_ints([3, 0], &device));
-        assert_eq!(out.into_data().to_vec::<f32>().unwrap(), vec![3., 13., 0., 10.]);
+        assert_eq!(
+            out.into_data().to_vec::<f32>().unwrap(),
+            vec![3., 13., 0., 10.]
+        );
 
         let idx = Tensor::<B, 3, Int>::from_ints([[[1, 2], [4, 4]]], &device);
         let out: Tensor<B, 4> = emb.forward(idx);
@@ -219,7 +228,8 @@ mod tests {
     #[test]
     fn wrong_output_rank_is_an_error() {
         let device = Default::default();
-        let emb = Embedding::from_pretrained(table(&device), true, EmbeddingOptions::new()).unwrap();
+        let emb =
+            Embedding::from_pretrained(table(&device), true, EmbeddingOptions::new()).unwrap();
         let idx = Tensor::<B, 2, Int>::from_ints([[1]], &device);
         let err = emb.try_forward::<2, 4>(idx).unwrap_err();
         assert_eq!(
@@ -235,7 +245,8 @@ mod tests {
     #[test]
     fn out_of_range_index_is_named() {
         let device = Default::default();
-        let emb = Embedding::from_pretrained(table(&device), true, EmbeddingOptions::new()).unwrap();
+        let emb =
+            Embedding::from_pretrained(table(&device), true, EmbeddingOptions::new()).unwrap();
         let idx = Tensor::<B, 2, Int>::from_ints([[1, 2], [5, -1]], &device);
         let err = emb.try_forward::<2, 3>(idx).unwrap_err();
         assert_eq!(
@@ -258,7 +269,10 @@ mod tests {
         assert!(!frozen.weight.is_require_grad());
         let out: Tensor<Ad, 2> = frozen.forward(Tensor::<Ad, 1, Int>::from_ints([1], &device));
         // The given padding row is returned as it is, not zeroed.
-        assert_eq!(out.clone().into_data().to_vec::<f32>().unwrap(), vec![1., 11.]);
+        assert_eq!(
+            out.clone().into_data().to_vec::<f32>().unwrap(),
+            vec![1., 11.]
+        );
         let grads = out.sum().backward();
         assert!(frozen.weight.grad(&grads).is_none());
 
@@ -266,8 +280,18 @@ mod tests {
         assert!(trained.weight.is_require_grad());
         let out: Tensor<Ad, 2> = trained.forward(Tensor::<Ad, 1, Int>::from_ints([1, 2], &device));
         let grads = out.sum().backward();
-        let grad = trained.weight.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
-        assert_eq!(&grad[2..6], &[0., 0., 1., 1.], "the padding row gets no gradient");
+        let grad = trained
+            .weight
+            .grad(&grads)
+            .unwrap()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap();
+        assert_eq!(
+            &grad[2..6],
+            &[0., 0., 1., 1.],
+            "the padding row gets no gradient"
+        );
     }
 
     #[test]
@@ -291,7 +315,8 @@ mod tests {
     #[test]
     fn record_and_config_round_trip() {
         let device = Default::default();
-        let dir = std::env::temp_dir().join(format!("burn-embedding-record-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("burn-embedding-record-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let config = EmbeddingConfig::new(7, 3)
             .with_padding_idx(Some(-1))

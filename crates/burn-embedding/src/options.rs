@@ -187,8 +187,8 @@ fn validate_norm_inner(max_norm: Option<f64>, norm_type: f64) -> Result<(), Embe
     {
         return Err(EmbeddingError::InvalidMaxNorm { max_norm });
     }
-    // `!(x > 0)` also rejects NaN.
-    if !(norm_type > 0.0) {
+    // NaN is rejected too: it is not > 0.
+    if norm_type.is_nan() || norm_type <= 0.0 {
         return Err(EmbeddingError::InvalidNormType { norm_type });
     }
     Ok(())

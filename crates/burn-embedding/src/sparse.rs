@@ -59,7 +59,7 @@ impl<B: Backend> RowSparseGradient<B> {
     }
 
     /// The sum of two row-sparse gradients of the same weight, coalesced again.
-    pub fn add(self, other: Self) -> Self {
+    pub fn merge(self, other: Self) -> Self {
         assert_eq!(
             (self.num_embeddings, self.dim()),
             (other.num_embeddings, other.dim()),

@@ -89,7 +89,11 @@ fn decode_ids(data: TensorData) -> Vec<i64> {
     let digits: Vec<f64> = data.iter::<f64>().collect();
     digits
         .chunks(ID_DIGITS)
-        .map(|d| d.iter().rev().fold(0i64, |acc, &x| acc * ID_BASE + x as i64))
+        .map(|d| {
+            d.iter()
+                .rev()
+                .fold(0i64, |acc, &x| acc * ID_BASE + x as i64)
+        })
         .collect()
 }
 
@@ -115,7 +119,7 @@ fn take<B: Backend>(
 fn put<B: Backend>(grads: &mut Gradients, weight: NodeId, rows: RowSparseGradient<B>) {
     let like = primitive(rows.values.clone());
     let rows = match take::<B>(grads, weight, rows.num_embeddings, &like) {
-        Some(earlier) => earlier.add(rows),
+        Some(earlier) => earlier.merge(rows),
         None => rows,
     };
     let device = rows.values.device();

@@ -2,12 +2,12 @@
 //!
 //! [`EmbeddingBackend`] follows burn's backend-extension pattern (burn's
 //! `examples/custom-wgpu-kernel`): its methods have default bodies built from burn tensor ops
-//! ([`reference`]), so any backend gets a correct implementation from an empty `impl`, and a
+//! ([`reference`](mod@reference)), so any backend gets a correct implementation from an empty `impl`, and a
 //! backend with a faster route overrides a method in its own module. The implementation for
 //! [`Autodiff<B, C>`](burn::backend::Autodiff) (in `autodiff`) registers the custom backward op.
 
-use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::backend::Backend;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 
 use crate::{EmbeddingOptions, RowSparseGradient};
 

@@ -2,7 +2,7 @@
 //! for `f32` weights: the row gather and the row-sparse and dense backwards copy and add whole
 //! rows as slices (the generic `select` / `select_assign` go through per-row views), and the
 //! dense gradient starts from a zeroed allocation that the OS fills lazily. Other element types
-//! take the generic [`reference`](super::reference) path.
+//! take the generic [`reference`](mod@super::reference) path.
 
 use burn::backend::NdArray;
 use burn::backend::ndarray::{

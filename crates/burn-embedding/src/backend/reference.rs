@@ -50,9 +50,10 @@ pub fn row_norms<B: Backend>(rows: Tensor<B, 2>, p: f64) -> Tensor<B, 2> {
 pub fn renorm_rows<B: Backend>(rows: Tensor<B, 2>, max_norm: f64, p: f64) -> Tensor<B, 2> {
     let norms = row_norms(rows.clone(), p);
     let exceeds = norms.clone().greater_elem(max_norm);
-    let factor = norms
-        .ones_like()
-        .mask_where(exceeds, norms.add_scalar(RENORM_EPS).recip().mul_scalar(max_norm));
+    let factor = norms.ones_like().mask_where(
+        exceeds,
+        norms.add_scalar(RENORM_EPS).recip().mul_scalar(max_norm),
+    );
     rows * factor
 }
 
@@ -95,7 +96,11 @@ pub fn renorm<B: Backend>(
     let rows = weight.clone().select(0, unique.clone());
     let renormed = renorm_rows(rows, max_norm, norm_type);
     // The ids are unique, so an assigning scatter is exact and race-free on every backend.
-    primitive(weight.scatter_nd(unique.unsqueeze_dim::<2>(1), renormed, IndexingUpdateOp::Assign))
+    primitive(weight.scatter_nd(
+        unique.unsqueeze_dim::<2>(1),
+        renormed,
+        IndexingUpdateOp::Assign,
+    ))
 }
 
 /// Dense backward: `[N, D] -> [V, D]`, as PyTorch's `embedding_dense_backward` decomposition.
@@ -127,12 +132,14 @@ pub fn backward_dense<B: Backend>(
             .expand([n, d]);
         grad = grad.mask_fill(is_padding, 0.0);
     }
-    primitive(Tensor::<B, 2>::zeros([num_embeddings, d], &device).select_assign(
-        0,
-        indices,
-        grad,
-        IndexingUpdateOp::Add,
-    ))
+    primitive(
+        Tensor::<B, 2>::zeros([num_embeddings, d], &device).select_assign(
+            0,
+            indices,
+            grad,
+            IndexingUpdateOp::Add,
+        ),
+    )
 }
 
 /// Row-sparse backward: coalesces the batch on the host, then sums the gradient rows per id.
@@ -155,7 +162,8 @@ pub fn backward_sparse<B: Backend>(
     };
     if options.scale_grad_by_freq {
         let counts: Vec<f32> = batch.counts.iter().map(|&c| c as f32).collect();
-        let counts = Tensor::<B, 1>::from_data(TensorData::new(counts, [batch.counts.len()]), &device);
+        let counts =
+            Tensor::<B, 1>::from_data(TensorData::new(counts, [batch.counts.len()]), &device);
         grad = grad / counts.unsqueeze_dim::<2>(1);
     }
     let values = Tensor::<B, 2>::zeros([batch.unique.len(), d], &device).select_assign(
