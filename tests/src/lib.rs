@@ -5,4 +5,5 @@
 
 pub mod embedding_cases;
 pub mod golden;
+pub mod optimizer_cases;
 pub mod report;

@@ -1,8 +1,8 @@
 //! The conformance suite: one test per backend and capability, each printing
 //! `golden-<backend>: N passed, M failed`.
 
-use burn_embedding_conformance::embedding_cases;
 use burn_embedding_conformance::report::Tol;
+use burn_embedding_conformance::{embedding_cases, optimizer_cases};
 
 #[cfg(feature = "ndarray")]
 mod ndarray {
@@ -12,6 +12,11 @@ mod ndarray {
     #[test]
     fn golden_embedding() {
         embedding_cases::run::<NdArray>("ndarray", &Default::default(), Tol::DEFAULT);
+    }
+
+    #[test]
+    fn golden_optimizer() {
+        optimizer_cases::run::<NdArray>("ndarray-optimizer", &Default::default(), Tol::DEFAULT);
     }
 }
 
@@ -24,6 +29,11 @@ mod wgpu {
     fn golden_embedding() {
         embedding_cases::run::<Wgpu>("wgpu", &Default::default(), Tol::LOOSE);
     }
+
+    #[test]
+    fn golden_optimizer() {
+        optimizer_cases::run::<Wgpu>("wgpu-optimizer", &Default::default(), Tol::LOOSE);
+    }
 }
 
 #[cfg(feature = "tch")]
@@ -35,5 +45,10 @@ mod tch {
     #[test]
     fn golden_embedding() {
         embedding_cases::run::<LibTorch<f32>>("tch", &LibTorchDevice::Cpu, Tol::DEFAULT);
+    }
+
+    #[test]
+    fn golden_optimizer() {
+        optimizer_cases::run::<LibTorch<f32>>("tch-optimizer", &LibTorchDevice::Cpu, Tol::DEFAULT);
     }
 }

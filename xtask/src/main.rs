@@ -86,12 +86,22 @@ fn test(args: &[String]) -> Result<(), String> {
     let output = env::run_tee(cmd)?;
     let mut missing = Vec::new();
     for backend in &backends {
-        let prefix = format!("golden-{backend}:");
+        // `golden-<backend>: ...` for embeddings, `golden-<backend>-<capability>: ...` for others.
         let lines: Vec<&str> = output
             .lines()
-            .filter_map(|l| l.find(&prefix).map(|at| &l[at..]))
+            .filter_map(|l| {
+                let at = l.find(&format!("golden-{backend}"))?;
+                let line = &l[at..];
+                let label = &line[..line.find(':')?];
+                (label == format!("golden-{backend}")
+                    || label.starts_with(&format!("golden-{backend}-")))
+                .then_some(line)
+            })
             .collect();
-        if lines.is_empty() {
+        if !lines
+            .iter()
+            .any(|l| l.starts_with(&format!("golden-{backend}:")))
+        {
             missing.push(format!(
                 "{backend}: no golden line was printed (the backend did not run)"
             ));

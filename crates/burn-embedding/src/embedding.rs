@@ -163,10 +163,7 @@ impl<B: EmbeddingBackend> Embedding<B> {
     }
 }
 
-impl<B: SparseGradients> Embedding<B>
-where
-    B::InnerBackend: EmbeddingBackend,
-{
+impl<B: SparseGradients> Embedding<B> {
     /// Takes the row-sparse gradient of the weight out of `grads` after `backward()`, when the
     /// layer is `sparse`. `None` when the batch touched no row (or the layer is dense: then the
     /// gradient is dense and `self.weight.grad(&grads)` returns it).

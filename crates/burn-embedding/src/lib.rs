@@ -36,8 +36,11 @@ mod sparse;
 
 pub mod backend;
 pub mod functional;
+pub mod optim;
 
-pub use backend::{EmbeddingBackend, SparseGradients};
+pub use backend::{
+    EmbeddingBackend, SparseGradients, clear_pending_sparse_grads, pending_sparse_grads,
+};
 pub use config::EmbeddingConfig;
 pub use embedding::Embedding;
 pub use error::EmbeddingError;
@@ -53,9 +56,6 @@ use burn::tensor::Tensor;
 pub fn sparse_grad_remove<B: SparseGradients>(
     weight: &Tensor<B, 2>,
     grads: &mut B::Gradients,
-) -> Option<RowSparseGradient<B::InnerBackend>>
-where
-    B::InnerBackend: EmbeddingBackend,
-{
+) -> Option<RowSparseGradient<B::InnerBackend>> {
     B::sparse_grad_remove(&weight.clone().into_primitive().tensor(), grads)
 }

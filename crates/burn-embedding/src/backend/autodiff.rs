@@ -1,131 +1,50 @@
-//! [`EmbeddingBackend`] for [`Autodiff<B, C>`]: the custom backward op, and the carrier that
-//! takes a row-sparse gradient from the backward pass to the caller.
+//! [`EmbeddingBackend`] for [`Autodiff<B, C>`]: the custom backward op.
 //!
-//! # How the row-sparse gradient travels
-//!
-//! burn's [`Gradients`] holds one dense float tensor per graph node. With `sparse: true` the
-//! backward op registers nothing under the weight's node (so no `[V, D]` tensor exists), and
-//! instead registers two small tensors under node ids derived from the weight's:
-//! the summed rows `[U, D]` and the row ids `[U, 4]` (each id written as four base-256 digits,
-//! exact in every float type down to bf16). [`SparseGradients::sparse_grad_remove`] takes
-//! them back out. Derived ids set the top byte of a 64-bit node id, which burn's counter never
-//! reaches, so they cannot collide with a real node.
-//!
-//! Why this is safe: the gradient lives in the `Gradients` of its own backward pass, so two
-//! graphs on two threads never see each other's rows, and dropping the `Gradients` (a backward
-//! with no optimizer step) frees them. A second lookup of the same weight in one graph merges
-//! its rows into the first's instead of relying on `Gradients::register`'s dense sum.
-//! The weight must be a leaf (a parameter): when it is computed from other tracked tensors
-//! the op falls back to the dense gradient so that the chain rule can go on.
-
-use std::sync::Arc;
+//! With `sparse: true` and a leaf weight (a parameter), the backward computes the row-sparse
+//! gradient and hands it to [`pending`](super::pending), which keeps it until an optimizer step
+//! or [`sparse_grad_remove`](crate::sparse_grad_remove) takes it. In the weight's place in
+//! [`Gradients`] it registers a tiny *marker* tensor whose shape cannot broadcast against the
+//! weight: the sparse-aware optimizers remove it, and an optimizer that knows nothing of sparse
+//! gradients fails loudly on it instead of silently leaving the embedding untrained. When the
+//! weight is computed from other tracked tensors (not a leaf), the op falls back to the dense
+//! gradient so that the chain rule can go on.
 
 use burn::backend::Autodiff;
-use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
-use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{Tensor, TensorData, TensorMetadata};
+use burn::tensor::{Tensor, TensorMetadata};
 
-use super::EmbeddingBackend;
-use super::reference::{float, int_tensor, primitive};
+use super::reference::primitive;
+use super::{EmbeddingBackend, pending};
 use crate::{EmbeddingOptions, RowSparseGradient};
 
-/// Autodiff backends whose [`Gradients`](AutodiffBackend::Gradients) can carry the row-sparse
-/// gradient of an embedding weight.
-pub trait SparseGradients: AutodiffBackend + EmbeddingBackend
-where
-    Self::InnerBackend: EmbeddingBackend,
-{
-    /// Removes the row-sparse gradient of `weight` from `grads`, if the backward pass left one
-    /// (a lookup with `sparse: true` that touched at least one non-padding row).
+/// Autodiff backends whose backward pass can leave a row-sparse gradient for a weight.
+pub trait SparseGradients: AutodiffBackend + EmbeddingBackend {
+    /// Takes the pending row-sparse gradient of `weight`, if a lookup with `sparse: true` left
+    /// one (a batch that touched at least one non-padding row), and removes its marker from
+    /// `grads`.
     fn sparse_grad_remove(
         weight: &FloatTensor<Self>,
         grads: &mut Self::Gradients,
     ) -> Option<RowSparseGradient<Self::InnerBackend>>;
+
+    /// Takes the pending row-sparse gradient of `weight` (what an optimizer step consumes).
+    fn sparse_grad_take(
+        weight: &FloatTensor<Self>,
+    ) -> Option<RowSparseGradient<Self::InnerBackend>>;
+
+    /// Whether a row-sparse gradient is pending for `weight`.
+    fn has_sparse_grad(weight: &FloatTensor<Self>) -> bool;
 }
 
-const VALUES_TAG: u64 = 0xE5 << 56;
-const IDS_TAG: u64 = 0xE6 << 56;
-const ID_DIGITS: usize = 4;
-const ID_BASE: i64 = 256;
-
-fn derived(node: NodeId, tag: u64) -> NodeId {
-    NodeId {
-        value: node.value | tag,
-    }
-}
-
-/// Removes the entry registered under `key`. `Gradients` removes by tensor, so a detached
-/// probe tensor whose fresh node is given the key stands in for it.
-fn remove_entry<B: Backend>(
-    grads: &mut Gradients,
-    key: NodeId,
-    like: &FloatTensor<B>,
-) -> Option<FloatTensor<B>> {
-    let mut probe = <Autodiff<B> as AutodiffBackend>::from_inner(like.clone());
-    Arc::get_mut(&mut probe.node)
-        .expect("a new probe node has a single owner")
-        .id = key;
-    grads.remove::<B>(&probe)
-}
-
-fn encode_ids<B: Backend>(ids: &[i64], device: &B::Device) -> Tensor<B, 2> {
-    let mut digits = Vec::with_capacity(ids.len() * ID_DIGITS);
-    for &id in ids {
-        let mut rest = id;
-        for _ in 0..ID_DIGITS {
-            digits.push((rest % ID_BASE) as f32);
-            rest /= ID_BASE;
-        }
-    }
-    Tensor::from_data(TensorData::new(digits, [ids.len(), ID_DIGITS]), device)
-}
-
-fn decode_ids(data: TensorData) -> Vec<i64> {
-    let digits: Vec<f64> = data.iter::<f64>().collect();
-    digits
-        .chunks(ID_DIGITS)
-        .map(|d| {
-            d.iter()
-                .rev()
-                .fold(0i64, |acc, &x| acc * ID_BASE + x as i64)
-        })
-        .collect()
-}
-
-fn take<B: Backend>(
-    grads: &mut Gradients,
-    weight: NodeId,
-    num_embeddings: usize,
-    like: &FloatTensor<B>,
-) -> Option<RowSparseGradient<B>> {
-    let values = remove_entry::<B>(grads, derived(weight, VALUES_TAG), like)?;
-    let ids = remove_entry::<B>(grads, derived(weight, IDS_TAG), like)
-        .expect("row-sparse values are always registered with their ids");
-    let values = float::<B, 2>(values);
-    let ids = decode_ids(float::<B, 2>(ids).into_data());
-    let device = values.device();
-    Some(RowSparseGradient::new(
-        int_tensor::<B>(&ids, &device),
-        values,
-        num_embeddings,
-    ))
-}
-
-fn put<B: Backend>(grads: &mut Gradients, weight: NodeId, rows: RowSparseGradient<B>) {
-    let like = primitive(rows.values.clone());
-    let rows = match take::<B>(grads, weight, rows.num_embeddings, &like) {
-        Some(earlier) => earlier.merge(rows),
-        None => rows,
-    };
-    let device = rows.values.device();
-    let ids = encode_ids::<B>(&rows.ids_vec(), &device);
-    grads.register::<B>(derived(weight, VALUES_TAG), primitive(rows.values));
-    grads.register::<B>(derived(weight, IDS_TAG), primitive(ids));
+/// The shape of the marker: one that can broadcast against no `[v, d]` weight (unless
+/// `v = d = 1`), so that `weight - lr * marker` fails.
+pub(crate) fn marker_shape(v: usize, d: usize) -> [usize; 2] {
+    [if v == 2 { 3 } else { 2 }, if d == 3 { 2 } else { 3 }]
 }
 
 #[derive(Debug)]
@@ -144,12 +63,15 @@ impl<B: EmbeddingBackend> Backward<B, 1> for EmbeddingBackward {
         match &ops.parents[0] {
             // A leaf has no parents: its gradient is final and can stay row-sparse.
             Some(weight) if options.sparse && weight.parents.is_empty() => {
-                let weight = weight.id;
                 let grad = grads.consume::<B>(&ops.node);
+                let d = grad.shape()[1];
+                let device = B::float_device(&grad);
                 if let Some(rows) =
                     B::embedding_grad_sparse(grad, indices, num_embeddings, &options)
                 {
-                    put::<B>(grads, weight, rows);
+                    pending::add::<B, _>(weight, weight.id.value, rows);
+                    let marker = Tensor::<B, 2>::zeros(marker_shape(num_embeddings, d), &device);
+                    grads.register::<B>(weight.id, primitive(marker));
                 }
             }
             _ => unary::<B, _>(ops.parents, ops.node, grads, |grad| {
@@ -232,7 +154,16 @@ impl<B: EmbeddingBackend, C: CheckpointStrategy> SparseGradients for Autodiff<B,
         weight: &FloatTensor<Self>,
         grads: &mut Gradients,
     ) -> Option<RowSparseGradient<B>> {
-        let num_embeddings = weight.primitive.shape()[0];
-        take::<B>(grads, weight.node.id, num_embeddings, &weight.primitive)
+        let rows = Self::sparse_grad_take(weight)?;
+        grads.remove::<B>(weight);
+        Some(rows)
+    }
+
+    fn sparse_grad_take(weight: &FloatTensor<Self>) -> Option<RowSparseGradient<B>> {
+        pending::take::<B>(weight.node.id.value)
+    }
+
+    fn has_sparse_grad(weight: &FloatTensor<Self>) -> bool {
+        pending::contains(weight.node.id.value)
     }
 }

@@ -16,6 +16,7 @@ pub mod reference;
 mod autodiff;
 #[cfg(feature = "ndarray")]
 mod ndarray;
+mod pending;
 #[cfg(feature = "tch")]
 mod tch;
 #[cfg(feature = "wgpu")]
@@ -79,3 +80,4 @@ pub trait EmbeddingBackend: Backend {
 }
 
 pub use autodiff::SparseGradients;
+pub use pending::{clear_pending_sparse_grads, pending_sparse_grads};

@@ -1,0 +1,289 @@
+//! Sparse-aware optimizers: burn [`Optimizer`]s that update an embedding with a row-sparse
+//! gradient at the cost of the rows a batch touched, so that burn-train's `Learner` (or a
+//! hand-written loop) trains a huge vocabulary at the cost of the tokens in a batch.
+//!
+//! Each optimizer pairs a [`SparseRule`] for the sparse weights with burn's dense optimizer of
+//! the same family for every other parameter of the model:
+//!
+//! | config | sparse weights | dense parameters |
+//! |---|---|---|
+//! | [`SparseSgdConfig`] | SGD (+ weight decay on touched rows) | burn's `Sgd` |
+//! | [`SparseAdagradConfig`] | PyTorch's sparse Adagrad | burn's `AdaGrad` |
+//! | [`LazyAdamConfig`] | lazy Adam (PyTorch's `SparseAdam`) | burn's `Adam` |
+//! | [`LazyAdamWConfig`] | lazy AdamW (decoupled decay on touched rows) | burn's `AdamW` |
+//!
+//! A step first applies the pending row-sparse gradient of every weight that has one (see
+//! [`SparseGradients`]) and removes the weight's marker from the `GradientsParams`, then hands
+//! the rest to the dense optimizer. The state (step counts and accumulators) is part of the
+//! optimizer's record, so saving and loading it resumes training exactly.
+
+mod rule;
+mod state;
+
+use burn::config::Config;
+use burn::module::{AutodiffModule, ModuleMapper, Param, ParamId};
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{
+    AdaGrad, AdaGradConfig, Adam, AdamConfig, AdamW, AdamWConfig, GradientsParams, LearningRate,
+    MultiGradientsParams, Optimizer, Sgd, SgdConfig,
+};
+use burn::tensor::Tensor;
+use hashbrown::HashMap;
+
+pub use rule::SparseRule;
+pub use state::{RowState, RowStateRecord};
+
+use crate::SparseGradients;
+
+/// A sparse-aware optimizer: [`SparseRule`] for weights with a row-sparse gradient, `O` (a burn
+/// optimizer) for the rest.
+#[derive(Clone)]
+pub struct SparseOptimizer<O, B: SparseGradients> {
+    rule: SparseRule,
+    dense: O,
+    states: HashMap<ParamId, RowState<B::InnerBackend>>,
+}
+
+impl<O, B: SparseGradients> SparseOptimizer<O, B> {
+    /// Pairs `rule` with the dense optimizer `dense`.
+    pub fn new(rule: SparseRule, dense: O) -> Self {
+        Self {
+            rule,
+            dense,
+            states: HashMap::new(),
+        }
+    }
+
+    /// The rule applied to sparse weights.
+    pub fn rule(&self) -> SparseRule {
+        self.rule
+    }
+
+    fn apply_sparse<M: AutodiffModule<B>>(
+        &mut self,
+        lr: LearningRate,
+        module: M,
+        grads: &mut GradientsParams,
+    ) -> M {
+        let mut mapper = SparseStep::<B> {
+            rule: self.rule,
+            lr,
+            states: &mut self.states,
+            grads,
+        };
+        module.map(&mut mapper)
+    }
+}
+
+struct SparseStep<'a, B: SparseGradients> {
+    rule: SparseRule,
+    lr: LearningRate,
+    states: &'a mut HashMap<ParamId, RowState<B::InnerBackend>>,
+    grads: &'a mut GradientsParams,
+}
+
+impl<B: SparseGradients> ModuleMapper<B> for SparseStep<'_, B> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        if D != 2 {
+            return param;
+        }
+        let (id, tensor, mapper) = param.consume();
+        let primitive = tensor.clone().into_primitive().tensor();
+        let Some(rows) = B::sparse_grad_take(&primitive) else {
+            return Param::from_mapped_value(id, tensor, mapper);
+        };
+        // The marker that stood in for the dense gradient.
+        self.grads.remove::<B::InnerBackend, D>(id);
+        let require_grad = tensor.is_require_grad();
+        let weight: Tensor<B::InnerBackend, 2> = Tensor::from_primitive(
+            burn::tensor::TensorPrimitive::Float(tensor.inner().into_primitive().tensor()),
+        );
+        // Drop the autodiff handle first so that the update can work in place.
+        let state = self.states.entry(id).or_default();
+        let updated = self.rule.apply(self.lr, weight, rows, state);
+        let updated: Tensor<B, D> = Tensor::from_inner(Tensor::from_primitive(
+            burn::tensor::TensorPrimitive::Float(updated.into_primitive().tensor()),
+        ));
+        Param::from_mapped_value(id, updated.set_require_grad(require_grad), mapper)
+    }
+}
+
+impl<O, B, M> Optimizer<M, B> for SparseOptimizer<O, B>
+where
+    B: SparseGradients,
+    M: AutodiffModule<B>,
+    O: Optimizer<M, B>,
+{
+    type Record = (O::Record, HashMap<ParamId, RowStateRecord<B>>);
+
+    fn step(&mut self, lr: LearningRate, module: M, mut grads: GradientsParams) -> M {
+        let module = self.apply_sparse(lr, module, &mut grads);
+        self.dense.step(lr, module, grads)
+    }
+
+    fn step_multi(&mut self, lr: LearningRate, module: M, grads: MultiGradientsParams) -> M {
+        // Pending rows are keyed by weight, whatever device computed them.
+        let mut empty = GradientsParams::new();
+        let module = self.apply_sparse(lr, module, &mut empty);
+        self.dense.step_multi(lr, module, grads)
+    }
+
+    fn to_record(&self) -> Self::Record {
+        let states = self
+            .states
+            .iter()
+            .map(|(id, s)| (*id, RowStateRecord::from_state(s)))
+            .collect();
+        (self.dense.to_record(), states)
+    }
+
+    fn load_record(mut self, record: Self::Record) -> Self {
+        let (dense, states) = record;
+        self.dense = self.dense.load_record(dense);
+        self.states = states
+            .into_iter()
+            .map(|(id, r)| (id, r.into_state()))
+            .collect();
+        self
+    }
+}
+
+/// SGD for sparse weights, burn's `Sgd` for the rest.
+#[derive(Config, Debug)]
+pub struct SparseSgdConfig {
+    /// L2 penalty (touched rows only for sparse weights).
+    #[config(default = 0.0)]
+    pub weight_decay: f64,
+}
+
+impl SparseSgdConfig {
+    /// The optimizer for a model `M`.
+    pub fn init<B: SparseGradients, M: AutodiffModule<B>>(
+        &self,
+    ) -> SparseOptimizer<OptimizerAdaptor<Sgd<B::InnerBackend>, M, B>, B> {
+        let dense = SgdConfig::new()
+            .with_weight_decay(
+                (self.weight_decay != 0.0)
+                    .then(|| WeightDecayConfig::new(self.weight_decay as f32)),
+            )
+            .init();
+        SparseOptimizer::new(
+            SparseRule::Sgd {
+                weight_decay: self.weight_decay,
+            },
+            dense,
+        )
+    }
+}
+
+/// PyTorch's Adagrad for sparse weights, burn's `AdaGrad` for the rest.
+#[derive(Config, Debug)]
+pub struct SparseAdagradConfig {
+    /// Learning-rate decay per step.
+    #[config(default = 0.0)]
+    pub lr_decay: f64,
+    /// Initial value of the accumulators of sparse weights (burn's dense `AdaGrad` starts at 0).
+    #[config(default = 0.0)]
+    pub initial_accumulator_value: f64,
+    /// Added to the denominator (PyTorch's default).
+    #[config(default = 1e-10)]
+    pub eps: f64,
+}
+
+impl SparseAdagradConfig {
+    /// The optimizer for a model `M`.
+    pub fn init<B: SparseGradients, M: AutodiffModule<B>>(
+        &self,
+    ) -> SparseOptimizer<OptimizerAdaptor<AdaGrad, M, B>, B> {
+        let dense = AdaGradConfig::new()
+            .with_lr_decay(self.lr_decay)
+            .with_epsilon(self.eps as f32)
+            .init();
+        SparseOptimizer::new(
+            SparseRule::Adagrad {
+                lr_decay: self.lr_decay,
+                initial_accumulator_value: self.initial_accumulator_value,
+                eps: self.eps,
+            },
+            dense,
+        )
+    }
+}
+
+/// Lazy Adam (PyTorch's `SparseAdam`) for sparse weights, burn's `Adam` for the rest.
+#[derive(Config, Debug)]
+pub struct LazyAdamConfig {
+    /// First-moment decay.
+    #[config(default = 0.9)]
+    pub beta_1: f64,
+    /// Second-moment decay.
+    #[config(default = 0.999)]
+    pub beta_2: f64,
+    /// Added to the denominator (PyTorch's default, not burn's 1e-5).
+    #[config(default = 1e-8)]
+    pub eps: f64,
+}
+
+impl LazyAdamConfig {
+    /// The optimizer for a model `M`.
+    pub fn init<B: SparseGradients, M: AutodiffModule<B>>(
+        &self,
+    ) -> SparseOptimizer<OptimizerAdaptor<Adam, M, B>, B> {
+        let dense = AdamConfig::new()
+            .with_beta_1(self.beta_1 as f32)
+            .with_beta_2(self.beta_2 as f32)
+            .with_epsilon(self.eps as f32)
+            .init();
+        SparseOptimizer::new(
+            SparseRule::LazyAdam {
+                beta_1: self.beta_1,
+                beta_2: self.beta_2,
+                eps: self.eps,
+                weight_decay: 0.0,
+            },
+            dense,
+        )
+    }
+}
+
+/// Lazy AdamW for sparse weights (decoupled decay on the touched rows), burn's `AdamW` for the
+/// rest.
+#[derive(Config, Debug)]
+pub struct LazyAdamWConfig {
+    /// First-moment decay.
+    #[config(default = 0.9)]
+    pub beta_1: f64,
+    /// Second-moment decay.
+    #[config(default = 0.999)]
+    pub beta_2: f64,
+    /// Added to the denominator.
+    #[config(default = 1e-8)]
+    pub eps: f64,
+    /// Decoupled weight decay (PyTorch's default).
+    #[config(default = 1e-2)]
+    pub weight_decay: f64,
+}
+
+impl LazyAdamWConfig {
+    /// The optimizer for a model `M`.
+    pub fn init<B: SparseGradients, M: AutodiffModule<B>>(
+        &self,
+    ) -> SparseOptimizer<OptimizerAdaptor<AdamW, M, B>, B> {
+        let dense = AdamWConfig::new()
+            .with_beta_1(self.beta_1 as f32)
+            .with_beta_2(self.beta_2 as f32)
+            .with_epsilon(self.eps as f32)
+            .with_weight_decay(self.weight_decay as f32)
+            .init();
+        SparseOptimizer::new(
+            SparseRule::LazyAdam {
+                beta_1: self.beta_1,
+                beta_2: self.beta_2,
+                eps: self.eps,
+                weight_decay: self.weight_decay,
+            },
+            dense,
+        )
+    }
+}

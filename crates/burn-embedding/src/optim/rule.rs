@@ -1,0 +1,128 @@
+//! The row-sparse update rules, on the rows of one step, with PyTorch's semantics.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{IndexingUpdateOp, Tensor};
+
+use super::RowState;
+use crate::RowSparseGradient;
+
+/// How a sparse-aware optimizer updates the rows a batch touched.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SparseRule {
+    /// `w[rows] -= lr * (g + weight_decay * w[rows])`.
+    Sgd {
+        /// L2 penalty, applied to the touched rows only.
+        weight_decay: f64,
+    },
+    /// PyTorch's Adagrad on sparse gradients: `sum[rows] += g²`,
+    /// `w[rows] -= clr * g / (sqrt(sum[rows]) + eps)`, `clr = lr / (1 + (step - 1) * lr_decay)`.
+    Adagrad {
+        /// Learning-rate decay per step.
+        lr_decay: f64,
+        /// Initial value of every accumulator.
+        initial_accumulator_value: f64,
+        /// Added to the denominator.
+        eps: f64,
+    },
+    /// Lazy Adam, PyTorch's `SparseAdam`: only the touched rows update their moments and
+    /// values; bias correction uses the parameter's step count. With `weight_decay > 0` this is
+    /// lazy AdamW: the touched rows first decay by `1 - lr * weight_decay` (decoupled).
+    LazyAdam {
+        /// First-moment decay.
+        beta_1: f64,
+        /// Second-moment decay.
+        beta_2: f64,
+        /// Added to the denominator.
+        eps: f64,
+        /// Decoupled weight decay (0 for Adam).
+        weight_decay: f64,
+    },
+}
+
+impl SparseRule {
+    /// Applies one step to `weight` `[V, D]` with the coalesced `rows`; returns the new weight.
+    ///
+    /// Cost: O(U x D) for U rows, plus the one-time allocation of the state (`[V, D]` per
+    /// moment). Updates go through `select_assign(Add)` on unique rows, which works in place
+    /// when the tensor is not shared.
+    pub fn apply<B: Backend>(
+        &self,
+        lr: f64,
+        weight: Tensor<B, 2>,
+        rows: RowSparseGradient<B>,
+        state: &mut RowState<B>,
+    ) -> Tensor<B, 2> {
+        let RowSparseGradient { ids, values: g, .. } = rows;
+        let shape = weight.dims();
+        let device = weight.device();
+        state.step += 1;
+        let delta = match *self {
+            SparseRule::Sgd { weight_decay } => {
+                let g = if weight_decay != 0.0 {
+                    g + weight
+                        .clone()
+                        .select(0, ids.clone())
+                        .mul_scalar(weight_decay)
+                } else {
+                    g
+                };
+                g.mul_scalar(-lr)
+            }
+            SparseRule::Adagrad {
+                lr_decay,
+                initial_accumulator_value,
+                eps,
+            } => {
+                let sum = state
+                    .first
+                    .take()
+                    .unwrap_or_else(|| Tensor::full(shape, initial_accumulator_value, &device));
+                let g2 = g.clone().square();
+                let sum_rows = sum.clone().select(0, ids.clone()) + g2.clone();
+                state.first = Some(sum.select_assign(0, ids.clone(), g2, IndexingUpdateOp::Add));
+                let clr = lr / (1.0 + (state.step - 1) as f64 * lr_decay);
+                (g / sum_rows.sqrt().add_scalar(eps)).mul_scalar(-clr)
+            }
+            SparseRule::LazyAdam {
+                beta_1,
+                beta_2,
+                eps,
+                weight_decay,
+            } => {
+                let m = state
+                    .first
+                    .take()
+                    .unwrap_or_else(|| Tensor::zeros(shape, &device));
+                let v = state
+                    .second
+                    .take()
+                    .unwrap_or_else(|| Tensor::zeros(shape, &device));
+                let m_old = m.clone().select(0, ids.clone());
+                let v_old = v.clone().select(0, ids.clone());
+                let m_update = (g.clone() - m_old.clone()).mul_scalar(1.0 - beta_1);
+                let v_update = (g.square() - v_old.clone()).mul_scalar(1.0 - beta_2);
+                state.first =
+                    Some(m.select_assign(0, ids.clone(), m_update.clone(), IndexingUpdateOp::Add));
+                state.second =
+                    Some(v.select_assign(0, ids.clone(), v_update.clone(), IndexingUpdateOp::Add));
+                let numer = m_update + m_old;
+                let denom = (v_update + v_old).sqrt().add_scalar(eps);
+                let step = state.step as i32;
+                let bias_correction_1 = 1.0 - beta_1.powi(step);
+                let bias_correction_2 = 1.0 - beta_2.powi(step);
+                let step_size = lr * bias_correction_2.sqrt() / bias_correction_1;
+                let update = (numer / denom).mul_scalar(-step_size);
+                if weight_decay != 0.0 {
+                    let decay = weight
+                        .clone()
+                        .select(0, ids.clone())
+                        .mul_scalar(-lr * weight_decay);
+                    decay + update
+                } else {
+                    update
+                }
+            }
+        };
+        weight.select_assign(0, ids, delta, IndexingUpdateOp::Add)
+    }
+}
