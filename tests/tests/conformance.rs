@@ -2,6 +2,9 @@
 //! `golden-<backend>: N passed, M failed`.
 
 use burn_embedding_conformance::report::Tol;
+
+#[cfg(feature = "ndarray")]
+mod training;
 use burn_embedding_conformance::{embedding_cases, optimizer_cases};
 
 #[cfg(feature = "ndarray")]

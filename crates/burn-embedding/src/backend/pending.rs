@@ -89,3 +89,45 @@ pub fn pending_sparse_grads() -> usize {
     map.retain(|_, p| (p.weight_alive)());
     map.len()
 }
+
+#[cfg(all(test, feature = "ndarray"))]
+mod tests {
+    use super::*;
+    use burn::backend::NdArray;
+    use burn::tensor::{Int, Tensor};
+
+    fn rows(ids: [i64; 2]) -> RowSparseGradient<NdArray> {
+        let device = Default::default();
+        RowSparseGradient::new(
+            Tensor::<NdArray, 1, Int>::from_ints(ids, &device),
+            Tensor::ones([2, 3], &device),
+            10,
+        )
+    }
+
+    // Keys far above any node id burn hands out, so that no other test can meet them.
+    const KEY_A: u64 = u64::MAX - 1;
+    const KEY_B: u64 = u64::MAX - 2;
+
+    #[test]
+    fn contributions_merge_and_entries_die_with_their_weight() {
+        let weight = Arc::new(());
+        add(&weight, KEY_A, rows([1, 4]));
+        add(&weight, KEY_A, rows([4, 7]));
+        let merged = take::<NdArray>(KEY_A).unwrap();
+        assert_eq!(merged.ids_vec(), vec![1, 4, 7]);
+        assert_eq!(
+            merged.values.into_data().to_vec::<f32>().unwrap()[3..6],
+            [2.0; 3]
+        );
+        assert!(!contains(KEY_A));
+
+        add(&weight, KEY_A, rows([1, 2]));
+        drop(weight);
+        // The next insertion sweeps entries whose weight is gone.
+        let other = Arc::new(());
+        add(&other, KEY_B, rows([0, 1]));
+        assert!(!contains(KEY_A));
+        assert!(take::<NdArray>(KEY_B).is_some());
+    }
+}

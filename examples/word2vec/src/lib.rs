@@ -1,0 +1,7 @@
+//! word2vec (skip-gram with negative sampling) trained by burn-train's Learner with two sparse
+//! embeddings and lazy Adam: each step costs what its batch touches, not the vocabulary.
+
+pub mod corpus;
+pub mod data;
+pub mod model;
+pub mod train;

@@ -1,0 +1,191 @@
+//! Training with burn-train's Learner, and what the example reports afterwards.
+
+use std::path::Path;
+
+use burn::config::Config;
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataset::InMemDataset;
+use burn::module::Module;
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::Backend;
+use burn::train::metric::LossMetric;
+use burn::train::{Learner, SupervisedTraining};
+use burn_embedding::SparseGradients;
+use burn_embedding::optim::LazyAdamConfig;
+
+use crate::corpus::{Vocab, topic_of};
+use crate::data::{SkipGramBatcher, pairs};
+use crate::model::Word2Vec;
+
+/// Hyper-parameters of a run (saved beside the model).
+#[derive(Config, Debug)]
+pub struct Word2VecConfig {
+    /// Vector size.
+    #[config(default = 64)]
+    pub dim: usize,
+    /// Largest context window on each side.
+    #[config(default = 4)]
+    pub window: usize,
+    /// Negative samples per pair.
+    #[config(default = 5)]
+    pub negatives: usize,
+    /// Words seen fewer times are dropped.
+    #[config(default = 2)]
+    pub min_count: u64,
+    /// Subsampling threshold of frequent words.
+    #[config(default = 1e-3)]
+    pub sample: f64,
+    /// Pairs per step.
+    #[config(default = 1024)]
+    pub batch_size: usize,
+    /// Passes over the pairs.
+    #[config(default = 5)]
+    pub epochs: usize,
+    /// Lazy Adam's learning rate.
+    #[config(default = 3e-3)]
+    pub lr: f64,
+    /// Batches whose gradients add up before one optimizer step.
+    #[config(default = 1)]
+    pub grads_accumulation: usize,
+    /// Seed of the pairs, negatives and shuffling.
+    #[config(default = 42)]
+    pub seed: u64,
+    /// Shuffle the pairs each epoch.
+    #[config(default = true)]
+    pub shuffle: bool,
+}
+
+/// Trains on `sentences` (ids of `vocab`) with the Learner, checkpoints in `dir`, and returns
+/// the trained model.
+pub fn train<B>(
+    config: &Word2VecConfig,
+    vocab: &Vocab,
+    sentences: &[Vec<usize>],
+    dir: &Path,
+    resume_from_epoch: Option<usize>,
+    device: &B::Device,
+) -> Word2Vec<B::InnerBackend>
+where
+    B: SparseGradients,
+    B::InnerBackend: burn_embedding::EmbeddingBackend,
+{
+    B::seed(device, config.seed);
+    let mut all = pairs(sentences, vocab, config.window, config.sample, config.seed);
+    // Hold out 1 pair in 50 for the validation loss.
+    let valid: Vec<_> = all.iter().copied().step_by(50).collect();
+    let mut i = 0;
+    all.retain(|_| {
+        i += 1;
+        (i - 1) % 50 != 0
+    });
+    println!(
+        "{} words, {} training pairs, {} held out",
+        vocab.len(),
+        all.len(),
+        valid.len()
+    );
+
+    let batcher = SkipGramBatcher::new(vocab, config.negatives);
+    let mut train_loader = DataLoaderBuilder::new(batcher.clone()).batch_size(config.batch_size);
+    if config.shuffle {
+        train_loader = train_loader.shuffle(config.seed);
+    }
+    let train_loader = train_loader.build(InMemDataset::new(all));
+    let valid_loader = DataLoaderBuilder::new(batcher)
+        .batch_size(config.batch_size)
+        .build(InMemDataset::new(valid));
+
+    let model = Word2Vec::<B>::new(vocab.len(), config.dim, device);
+    let optim = LazyAdamConfig::new().init();
+    let mut training = SupervisedTraining::new(dir, train_loader, valid_loader)
+        .metrics((LossMetric::new(),))
+        // Full precision, so that resuming from a checkpoint continues exactly.
+        .with_file_checkpointer(NamedMpkFileRecorder::<FullPrecisionSettings>::new())
+        .num_epochs(config.epochs)
+        .grads_accumulation(config.grads_accumulation)
+        .summary();
+    if let Some(epoch) = resume_from_epoch {
+        training = training.checkpoint(epoch);
+    }
+    let result = training.launch(Learner::new(model, optim, config.lr));
+    result.model
+}
+
+/// The mean loss of each epoch of `split` (`"train"` or `"valid"`), read from the Learner's
+/// metric logs in `dir`.
+pub fn epoch_losses(dir: &Path, split: &str) -> Vec<f64> {
+    (1..)
+        .map(|epoch| {
+            dir.join(split)
+                .join(format!("epoch-{epoch}"))
+                .join("Loss.log")
+        })
+        .map_while(|path| std::fs::read_to_string(path).ok())
+        .map(|log| {
+            let (sum, n) = log
+                .lines()
+                .filter_map(|l| {
+                    let (value, count) = l.split_once(',')?;
+                    Some((value.parse::<f64>().ok()?, count.parse::<f64>().ok()?))
+                })
+                .fold((0.0, 0.0), |(s, n), (v, c)| (s + v * c, n + c));
+            sum / n.max(1.0)
+        })
+        .collect()
+}
+
+/// Saves the model record and the config in `dir`.
+pub fn save<B: Backend>(model: &Word2Vec<B>, config: &Word2VecConfig, dir: &Path) {
+    std::fs::create_dir_all(dir).expect("output directory");
+    config
+        .save(dir.join("config.json"))
+        .expect("save the config");
+    model
+        .clone()
+        .save_file(
+            dir.join("model"),
+            &NamedMpkFileRecorder::<FullPrecisionSettings>::new(),
+        )
+        .expect("save the model");
+}
+
+/// The unit-length input vectors, row-major `[V, D]`.
+pub fn normalized_vectors<B: Backend>(model: &Word2Vec<B>) -> (Vec<f32>, usize) {
+    let weight = model.input.weight.val();
+    let [_, d] = weight.dims();
+    let mut w = weight.into_data().to_vec::<f32>().expect("f32 weights");
+    for row in w.chunks_mut(d) {
+        let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        row.iter_mut().for_each(|x| *x /= norm);
+    }
+    (w, d)
+}
+
+/// The `k` nearest words of word `id` by cosine similarity.
+pub fn nearest(vectors: &[f32], d: usize, id: usize, k: usize) -> Vec<(usize, f32)> {
+    let query = &vectors[id * d..][..d];
+    let mut scored: Vec<(usize, f32)> = vectors
+        .chunks(d)
+        .enumerate()
+        .filter(|&(j, _)| j != id)
+        .map(|(j, row)| (j, row.iter().zip(query).map(|(a, b)| a * b).sum()))
+        .collect();
+    scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+    scored.truncate(k);
+    scored
+}
+
+/// On a [generated](crate::corpus::generated) corpus: the share of each word's `k` nearest
+/// neighbours that belong to its topic (chance is about 1 / topics).
+pub fn topic_agreement(vocab: &Vocab, vectors: &[f32], d: usize, k: usize) -> f64 {
+    let mut same = 0usize;
+    let mut total = 0usize;
+    for id in 0..vocab.len() {
+        let topic = topic_of(&vocab.words[id]);
+        for (j, _) in nearest(vectors, d, id, k) {
+            same += (topic_of(&vocab.words[j]) == topic) as usize;
+            total += 1;
+        }
+    }
+    same as f64 / total.max(1) as f64
+}

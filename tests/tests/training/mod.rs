@@ -1,0 +1,273 @@
+//! Sparse training end to end on ndarray: the path of the row-sparse gradient from the
+//! backward to the optimizers, in hand-written loops and in burn-train's Learner.
+
+use std::path::PathBuf;
+
+use burn::backend::{Autodiff, NdArray};
+use burn::module::{AutodiffModule, Module};
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer, SgdConfig};
+use burn::tensor::{Int, Tensor, TensorData};
+use burn_embedding::optim::{LazyAdamConfig, SparseSgdConfig};
+use burn_embedding::{Embedding, EmbeddingOptions, SparseGradients, embedding, sparse_grad_remove};
+use word2vec::corpus::{self, Vocab};
+use word2vec::train::{Word2VecConfig, epoch_losses, train};
+
+type B = NdArray;
+type Ad = Autodiff<NdArray>;
+
+fn ids<const D: usize>(values: &[i64], shape: [usize; D]) -> Tensor<Ad, D, Int> {
+    Tensor::from_data(TensorData::new(values.to_vec(), shape), &Default::default())
+}
+
+fn values(t: Tensor<B, 2>) -> Vec<f32> {
+    t.into_data().to_vec().unwrap()
+}
+
+fn table(v: usize, d: usize, seed: f32) -> Tensor<Ad, 2> {
+    let data: Vec<f32> = (0..v * d)
+        .map(|i| ((i as f32 + seed) * 0.37).sin())
+        .collect();
+    Tensor::from_data(TensorData::new(data, [v, d]), &Default::default())
+}
+
+fn sparse(v: usize, d: usize, seed: f32) -> Embedding<Ad> {
+    Embedding::from_pretrained(
+        table(v, d, seed),
+        false,
+        EmbeddingOptions::new().with_sparse(true),
+    )
+    .unwrap()
+}
+
+/// Two sparse embeddings of the same shape and a dense layer, side by side.
+#[derive(Module, Debug)]
+struct TwoTables<B: burn::tensor::backend::Backend> {
+    a: Embedding<B>,
+    b: Embedding<B>,
+    head: Linear<B>,
+}
+
+impl TwoTables<Ad> {
+    fn new() -> Self {
+        Self {
+            a: sparse(10, 3, 0.0),
+            b: sparse(10, 3, 100.0),
+            head: LinearConfig::new(3, 1).init(&Default::default()),
+        }
+    }
+
+    fn loss(&self, x: &[i64], y: &[i64]) -> Tensor<Ad, 1> {
+        let a: Tensor<Ad, 2> = self.a.forward(ids(x, [x.len()]));
+        let b: Tensor<Ad, 2> = self.b.forward(ids(y, [y.len()]));
+        self.head.forward(a * b).sum()
+    }
+}
+
+#[test]
+fn sparse_and_dense_parameters_train_side_by_side_with_sgd() {
+    let model = TwoTables::new();
+    let before = model.clone();
+    let (x, y) = ([1, 4, 1], [2, 2, 7]);
+    let mut grads = model.loss(&x, &y).backward();
+    // Reference gradients from the same graph: rows of a and b, and the dense head.
+    let expected_a = sparse_grad_remove(&model.a.weight.val(), &mut grads).unwrap();
+    let expected_b = sparse_grad_remove(&model.b.weight.val(), &mut grads).unwrap();
+    assert_eq!(expected_a.ids_vec(), vec![1, 4]);
+    assert_eq!(expected_b.ids_vec(), vec![2, 7]);
+    let grads = model.loss(&x, &y).backward();
+    let grads = GradientsParams::from_grads(grads, &model);
+    let lr = 0.5;
+    let model = SparseSgdConfig::new().init().step(lr, model, grads);
+    for old in [&before.a, &before.b] {
+        let weight = old.weight.val().into_primitive().tensor();
+        assert!(
+            !Ad::has_sparse_grad(&weight),
+            "the step consumed the pending rows"
+        );
+    }
+
+    for (new, old, rows) in [
+        (&model.a, &before.a, expected_a),
+        (&model.b, &before.b, expected_b),
+    ] {
+        let expected = old.weight.val().inner() - rows.to_dense().mul_scalar(lr);
+        new.weight
+            .val()
+            .inner()
+            .into_data()
+            .assert_approx_eq::<f32>(
+                &expected.into_data(),
+                burn::tensor::Tolerance::absolute(1e-6),
+            );
+    }
+    let head_moved =
+        values(model.head.weight.val().inner()) != values(before.head.weight.val().inner());
+    assert!(head_moved, "the dense head is updated by burn's SGD");
+}
+
+#[test]
+fn a_weight_shared_by_two_lookups_gets_both_contributions() {
+    let weight = table(8, 2, 3.0).require_grad();
+    let options = EmbeddingOptions::new().with_sparse(true);
+    let first: Tensor<Ad, 2> = embedding(weight.clone(), ids(&[1, 5], [2]), &options);
+    let second: Tensor<Ad, 2> = embedding(weight.clone(), ids(&[5, 6, 5], [3]), &options);
+    let mut grads = (first.sum() + second.mul_scalar(2.0).sum()).backward();
+    let rows = sparse_grad_remove(&weight, &mut grads).unwrap();
+    assert_eq!(rows.ids_vec(), vec![1, 5, 6]);
+    assert_eq!(values(rows.values), vec![1., 1., 5., 5., 2., 2.]);
+}
+
+#[test]
+fn backward_without_step_keeps_memory_bounded() {
+    let emb = sparse(1000, 4, 0.0);
+    for _ in 0..50 {
+        let out: Tensor<Ad, 2> = emb.forward(ids(&[3, 9, 3, 700], [4]));
+        let _ = out.sum().backward();
+    }
+    // Fifty backward passes merged into one entry of the 3 touched rows.
+    let mut grads = {
+        let out: Tensor<Ad, 2> = emb.forward(ids(&[3], [1]));
+        out.sum().backward()
+    };
+    let rows = emb.sparse_grad_remove(&mut grads).unwrap();
+    assert_eq!(rows.num_rows(), 3);
+    assert_eq!(values(rows.values)[..4], [101.0; 4], "row 3: 50 x 2 + 1");
+}
+
+#[test]
+#[should_panic]
+fn an_optimizer_that_ignores_sparse_gradients_fails_loudly() {
+    let emb = sparse(10, 4, 0.0);
+    let out: Tensor<Ad, 2> = emb.forward(ids(&[1, 2], [2]));
+    let grads = GradientsParams::from_grads(out.sum().backward(), &emb);
+    // burn's SGD meets the marker, whose shape cannot broadcast against [10, 4].
+    let _ = SgdConfig::new().init().step(0.1, emb, grads);
+}
+
+#[test]
+fn gradient_accumulation_adds_the_contributions_of_each_batch() {
+    let emb = sparse(10, 2, 1.0);
+    let before = emb.clone();
+    let mut accumulator = GradientsAccumulator::new();
+    for batch in [[1i64, 2], [2, 9]] {
+        let out: Tensor<Ad, 2> = emb.forward(ids(&batch, [2]));
+        let grads = GradientsParams::from_grads(out.sum().backward(), &emb);
+        accumulator.accumulate(&emb, grads);
+    }
+    let emb = SparseSgdConfig::new()
+        .init()
+        .step(1.0, emb, accumulator.grads());
+    let delta: Vec<f32> = values(before.weight.val().inner())
+        .iter()
+        .zip(values(emb.weight.val().inner()))
+        .map(|(a, b)| a - b)
+        .collect();
+    let mut expected = vec![0.0f32; 20];
+    for (row, count) in [(1, 1.0), (2, 2.0), (9, 1.0)] {
+        expected[row * 2] = count;
+        expected[row * 2 + 1] = count;
+    }
+    for (d, e) in delta.iter().zip(&expected) {
+        assert!((d - e).abs() < 1e-6, "{delta:?} != {expected:?}");
+    }
+}
+
+fn train_lazy_adam(seed: f32, steps: usize) -> Vec<f32> {
+    let mut emb = sparse(50, 4, seed);
+    let mut optim = LazyAdamConfig::new().init();
+    for step in 0..steps {
+        let batch: Vec<i64> = (0..6).map(|i| ((step * 7 + i * 13) % 50) as i64).collect();
+        let out: Tensor<Ad, 2> = emb.forward(ids(&batch, [6]));
+        let grads = GradientsParams::from_grads(out.square().sum().backward(), &emb);
+        emb = optim.step(0.01, emb, grads);
+    }
+    values(emb.valid().weight.val())
+}
+
+#[test]
+fn two_models_trained_at_once_on_two_threads_do_not_interfere() {
+    let alone = (train_lazy_adam(0.0, 30), train_lazy_adam(9.0, 30));
+    let a = std::thread::spawn(|| train_lazy_adam(0.0, 30));
+    let b = std::thread::spawn(|| train_lazy_adam(9.0, 30));
+    let together = (a.join().unwrap(), b.join().unwrap());
+    assert_eq!(alone, together);
+}
+
+#[test]
+fn optimizer_record_resumes_exactly() {
+    let full = train_lazy_adam(2.0, 6);
+    // Same run, with the optimizer saved and reloaded into a fresh one half-way.
+    let mut emb = sparse(50, 4, 2.0);
+    let mut optim = LazyAdamConfig::new().init::<Ad, Embedding<Ad>>();
+    for step in 0..6 {
+        if step == 3 {
+            let record = optim.to_record();
+            optim = LazyAdamConfig::new()
+                .init::<Ad, Embedding<Ad>>()
+                .load_record(record);
+        }
+        let batch: Vec<i64> = (0..6).map(|i| ((step * 7 + i * 13) % 50) as i64).collect();
+        let out: Tensor<Ad, 2> = emb.forward(ids(&batch, [6]));
+        let grads = GradientsParams::from_grads(out.square().sum().backward(), &emb);
+        emb = optim.step(0.01, emb, grads);
+    }
+    assert_eq!(values(emb.valid().weight.val()), full);
+}
+
+fn tiny_run(dir: &PathBuf, epochs: usize, resume: Option<usize>, accumulation: usize) -> Vec<f32> {
+    let sentences = corpus::generated(4, 12, 200, 3);
+    let vocab = Vocab::build(&sentences, 1);
+    let config = Word2VecConfig::new()
+        .with_dim(8)
+        .with_batch_size(64)
+        .with_epochs(epochs)
+        .with_lr(0.01)
+        .with_shuffle(false)
+        .with_grads_accumulation(accumulation);
+    let model = train::<Ad>(
+        &config,
+        &vocab,
+        &vocab.encode(&sentences),
+        dir,
+        resume,
+        &Default::default(),
+    );
+    let mut w = values(model.input.weight.val());
+    w.extend(values(model.output.weight.val()));
+    w
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("burn-embedding-{name}-{}", std::process::id()));
+    std::fs::remove_dir_all(&dir).ok();
+    dir
+}
+
+#[test]
+fn learner_resumes_from_a_checkpoint_to_the_same_weights() {
+    let uninterrupted = tiny_run(&fresh_dir("uninterrupted"), 2, None, 1);
+    let dir = fresh_dir("resumed");
+    let after_one = tiny_run(&dir, 1, None, 1);
+    assert_ne!(after_one, uninterrupted);
+    let resumed = tiny_run(&dir, 2, Some(1), 1);
+    assert_eq!(resumed, uninterrupted);
+}
+
+#[test]
+fn learner_with_gradient_accumulation_trains() {
+    let dir = fresh_dir("accumulation");
+    let initial = {
+        let model = word2vec::model::Word2Vec::<B>::new(4 * 12, 8, &Default::default());
+        values(model.output.weight.val())
+    };
+    let w = tiny_run(&dir, 2, None, 3);
+    let losses = epoch_losses(&dir, "train");
+    assert_eq!(losses.len(), 2);
+    assert!(losses[1] < losses[0], "loss went down: {losses:?}");
+    assert_ne!(
+        &w[w.len() - initial.len()..],
+        &initial[..],
+        "the sparse output table trained"
+    );
+}
