@@ -2,8 +2,9 @@
 """Generates the project's own golden cases (format embedding-golden/1) with PyTorch.
 
 usage: golden.py OUT_DIR   (run by `cargo xtask golden` with the torch 2.9.0 venv's python)
-Writes OUT_DIR/embedding/*.json. Each case is computed on the CPU in float32 by
-torch.nn.functional.embedding, exactly as shared/golden/README.md describes.
+Writes OUT_DIR/embedding/*.json and OUT_DIR/optimizer/*.json, computed on the CPU in float32
+by torch.nn.functional.embedding and nn.Embedding(sparse=True) with torch.optim, exactly as
+shared/golden/README.md describes.
 """
 import json, os, sys
 import torch
@@ -121,16 +122,70 @@ def cases():
                      "padding_idx_out_of_range")
 
 
-def main():
-    out = os.path.join(sys.argv[1] if len(sys.argv) > 1 else "tests/golden", "embedding")
+def optimizer_case(name, V, D, optimizer, steps, padding_idx=None, scale_grad_by_freq=False,
+                   seed=0):
+    """nn.Embedding(sparse=True) trained for len(steps) steps; steps are index lists."""
+    g = torch.Generator().manual_seed(seed)
+    emb = torch.nn.Embedding(V, D, padding_idx=padding_idx, sparse=True)
+    with torch.no_grad():
+        emb.weight.copy_(torch.randn(V, D, generator=g))
+        if padding_idx is not None:
+            emb.weight[padding_idx] = 0.0
+    weight = emb.weight.detach().clone()
+    params = {k: v for k, v in optimizer.items() if k != "name"}
+    opt = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad,
+           "sparse_adam": torch.optim.SparseAdam}[optimizer["name"]](emb.parameters(), **params)
+    out_steps = []
+    for indices in steps:
+        indices = torch.tensor(indices)
+        grad_output = torch.randn(*indices.shape, D, generator=g)
+        opt.zero_grad()
+        (emb(indices) * grad_output).sum().backward()
+        opt.step()
+        out_steps.append({"indices": t(indices), "grad_output": t(grad_output),
+                          "weight_after": t(emb.weight.detach())})
+    return {
+        "format": "embedding-golden/1", "kind": "optimizer", "name": name,
+        "source": f"torch {torch.__version__} nn.Embedding(sparse=True) + optim, CPU float32 (xtask/golden.py)",
+        "config": {"num_embeddings": V, "embedding_dim": D, "padding_idx": padding_idx,
+                   "scale_grad_by_freq": scale_grad_by_freq, "sparse": True},
+        "optimizer": optimizer, "weight": t(weight), "steps": out_steps,
+    }
+
+
+def optimizer_cases():
+    steps = [[1, 4, 4, 9], [4, 2, 2, 2, 17], [0, 9, 11], [3, 4, 5, 6, 7, 8]]
+    yield optimizer_case("own_sgd_repeats", 20, 3, {"name": "sgd", "lr": 0.3}, steps, seed=1)
+    yield optimizer_case("own_sgd_padding", 20, 3, {"name": "sgd", "lr": 0.3}, steps,
+                         padding_idx=4, seed=2)
+    yield optimizer_case("own_adagrad_options", 20, 3,
+                         {"name": "adagrad", "lr": 0.2, "lr_decay": 0.1,
+                          "initial_accumulator_value": 0.5, "eps": 1e-6}, steps, seed=3)
+    yield optimizer_case("own_adagrad_padding", 20, 3, {"name": "adagrad", "lr": 0.1}, steps,
+                         padding_idx=2, seed=4)
+    yield optimizer_case("own_sparse_adam_betas", 20, 3,
+                         {"name": "sparse_adam", "lr": 0.05, "betas": [0.7, 0.9], "eps": 1e-4},
+                         steps, seed=5)
+    yield optimizer_case("own_sparse_adam_rows_skip_steps", 20, 3,
+                         {"name": "sparse_adam", "lr": 0.02}, steps + [[1, 1], [19]], seed=6)
+
+
+def write(out_dir, capability, cases):
+    out = os.path.join(out_dir, capability)
     os.makedirs(out, exist_ok=True)
     n = 0
-    for case in cases():
+    for case in cases:
         with open(os.path.join(out, case["name"] + ".json"), "w") as f:
             json.dump(case, f, allow_nan=True)
             f.write("\n")
         n += 1
     print(f"wrote {n} cases to {out}")
+
+
+def main():
+    out_dir = sys.argv[1] if len(sys.argv) > 1 else "tests/golden"
+    write(out_dir, "embedding", cases())
+    write(out_dir, "optimizer", optimizer_cases())
 
 
 if __name__ == "__main__":

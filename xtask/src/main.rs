@@ -77,7 +77,7 @@ fn test(args: &[String]) -> Result<(), String> {
     }
     let features: Vec<String> = backends
         .iter()
-        .map(|b| format!("burn-embedding-conformance/{b},burn-embedding/{b}"))
+        .map(|b| format!("burn-embedding-conformance/{b},burn-embedding/{b},word2vec/{b}"))
         .collect();
     let mut cmd = env.cargo(backends.contains(&"tch"));
     cmd.args(["test", "--workspace", "--no-default-features", "--features"])

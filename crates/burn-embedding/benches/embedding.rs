@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use burn::backend::{Autodiff, NdArray};
 use burn::module::Param;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use burn_embedding::optim::{LazyAdamConfig, SparseSgdConfig};
 use burn_embedding::{Embedding, EmbeddingOptions};
 
 type B = NdArray;
@@ -30,7 +32,7 @@ struct Args {
 
 fn parse_args() -> Args {
     let mut args = Args {
-        vocabs: vec![32_000, 1_000_000],
+        vocabs: vec![32_000, 256_000, 1_000_000],
         dim: 128,
         tokens: 4096,
         steps: 20,
@@ -87,6 +89,21 @@ struct Record {
     vocab: usize,
     median_ms: f64,
     min_ms: f64,
+    peak_rss_mb: Option<f64>,
+}
+
+/// Resets the process's peak resident set (Linux: `clear_refs` 5), so that the peak read after
+/// a case belongs to that case.
+fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").ok();
+}
+
+/// Peak resident set of the process since the last reset, in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
 }
 
 fn emit(records: &mut Vec<Record>, args: &Args, r: Record) {
@@ -96,6 +113,7 @@ fn emit(records: &mut Vec<Record>, args: &Args, r: Record) {
             "impl": r.implementation, "backend": r.backend, "op": r.op, "vocab": r.vocab,
             "dim": args.dim, "tokens": args.tokens, "median_ms": (r.median_ms * 1e3).round() / 1e3,
             "min_ms": (r.min_ms * 1e3).round() / 1e3, "threads": args.threads,
+            "peak_rss_mb": r.peak_rss_mb.map(|m| m.round()),
         })
     );
     records.push(r);
@@ -118,9 +136,12 @@ fn bench_vocab(args: &Args, vocab: usize, records: &mut Vec<Record>) {
                     vocab,
                     median_ms,
                     min_ms,
+                    peak_rss_mb: peak_rss_mb(),
                 },
-            )
+            );
+            reset_peak_rss();
         };
+    reset_peak_rss();
 
     // forward: inference, no autodiff graph.
     let ours =
@@ -208,6 +229,69 @@ fn bench_vocab(args: &Args, vocab: usize, records: &mut Vec<Record>) {
             assert!(theirs.weight.grad(&grads).is_some());
         }),
     );
+    drop(theirs);
+
+    // Training steps: zero grad + forward + sum().backward() + an optimizer step. The weight is
+    // copied once so that the updates can work in place, as in a real training loop.
+    let fresh = || Tensor::<Ad, 2>::from_inner(weight.clone().add_scalar(0.0));
+    let sparse = EmbeddingOptions::new().with_sparse(true);
+    let mut emb = Some(Embedding::<Ad>::from_pretrained(fresh(), false, sparse).unwrap());
+    let mut optim = SparseSgdConfig::new().init();
+    rec(
+        "ours",
+        "ndarray",
+        "step_sparse_sgd",
+        time(steps, || {
+            let model = emb.take().unwrap();
+            let out: Tensor<Ad, 3> = model.forward(idx.clone());
+            let grads = GradientsParams::from_grads(out.sum().backward(), &model);
+            emb = Some(optim.step(0.01, model, grads));
+        }),
+    );
+    let mut emb = Some(Embedding::<Ad>::from_pretrained(fresh(), false, sparse).unwrap());
+    let mut optim = LazyAdamConfig::new().init();
+    rec(
+        "ours",
+        "ndarray",
+        "step_sparse_adam",
+        time(steps, || {
+            let model = emb.take().unwrap();
+            let out: Tensor<Ad, 3> = model.forward(idx.clone());
+            let grads = GradientsParams::from_grads(out.sum().backward(), &model);
+            emb = Some(optim.step(0.01, model, grads));
+        }),
+    );
+    drop(emb);
+    let mut nn = Some(burn::nn::Embedding {
+        weight: Param::from_tensor(fresh()),
+    });
+    let mut optim = SgdConfig::new().init();
+    rec(
+        "burn-nn",
+        "ndarray",
+        "step_sgd",
+        time(steps, || {
+            let model = nn.take().unwrap();
+            let grads =
+                GradientsParams::from_grads(model.forward(idx.clone()).sum().backward(), &model);
+            nn = Some(optim.step(0.01, model, grads));
+        }),
+    );
+    let mut nn = Some(burn::nn::Embedding {
+        weight: Param::from_tensor(fresh()),
+    });
+    let mut optim = AdamConfig::new().init();
+    rec(
+        "burn-nn",
+        "ndarray",
+        "step_adam",
+        time(steps, || {
+            let model = nn.take().unwrap();
+            let grads =
+                GradientsParams::from_grads(model.forward(idx.clone()).sum().backward(), &model);
+            nn = Some(optim.step(0.01, model, grads));
+        }),
+    );
 }
 
 fn torch_records(args: &Args, vocab: usize, records: &mut Vec<Record>) {
@@ -230,7 +314,7 @@ fn torch_records(args: &Args, vocab: usize, records: &mut Vec<Record>) {
             &args.threads.to_string(),
         ])
         .args(["--steps", &args.steps.to_string()])
-        .args(["--ops", "forward,forward_backward,forward_backward_sparse"])
+        .args(["--ops", "forward,forward_backward,forward_backward_sparse,step_sgd,step_adam,step_sparse_sgd,step_sparse_adam"])
         .output()
         .expect("run the PyTorch benchmark");
     assert!(
@@ -250,6 +334,7 @@ fn torch_records(args: &Args, vocab: usize, records: &mut Vec<Record>) {
                 vocab,
                 median_ms: v["median_ms"].as_f64().unwrap_or(f64::NAN),
                 min_ms: v["min_ms"].as_f64().unwrap_or(f64::NAN),
+                peak_rss_mb: None,
             },
         );
     }
@@ -277,10 +362,10 @@ fn table(records: &[Record]) {
         println!(
             "| {op} | {vocab} | {} | {} | {} | {} | {} |",
             fmt(ours),
-            fmt(m.get("burn-nn")),
+            fmt(m.get("burn-nn").or(m.get("burn-nn (dense)"))),
             fmt(m.get("torch")),
             ratio(ours, m.get("torch")),
-            ratio(m.get("burn-nn"), ours),
+            ratio(m.get("burn-nn").or(m.get("burn-nn (dense)")), ours),
         );
     }
     // The O(V) check: ours at the largest V over ours at the smallest V.

@@ -136,7 +136,7 @@ fn backward_without_step_keeps_memory_bounded() {
 }
 
 #[test]
-#[should_panic]
+#[should_panic(expected = "incompatible shapes")]
 fn an_optimizer_that_ignores_sparse_gradients_fails_loudly() {
     let emb = sparse(10, 4, 0.0);
     let out: Tensor<Ad, 2> = emb.forward(ids(&[1, 2], [2]));
@@ -269,5 +269,79 @@ fn learner_with_gradient_accumulation_trains() {
         &w[w.len() - initial.len()..],
         &initial[..],
         "the sparse output table trained"
+    );
+}
+
+/// The resident peak of this process in MB (Linux), after resetting it with `clear_refs`.
+fn peak_rss_mb(reset: bool) -> f64 {
+    if reset {
+        std::fs::write("/proc/self/clear_refs", "5").expect("reset the peak (Linux)");
+    }
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse::<f64>()
+        .unwrap()
+        / 1024.0
+}
+
+/// Run alone in a child process by [`no_dense_gradient_on_the_sparse_path`]: backward,
+/// accumulation over two batches and an SGD step on a 512 MB table, printing the peak growth.
+#[test]
+#[ignore = "a probe run in its own process by no_dense_gradient_on_the_sparse_path"]
+fn sparse_path_memory_probe() {
+    let (v, d) = (2_000_000, 64);
+    let weight = Tensor::<Ad, 2>::from_inner(
+        Tensor::<B, 2>::zeros([v, d], &Default::default()).add_scalar(1.0),
+    );
+    let mut emb =
+        Embedding::from_pretrained(weight, false, EmbeddingOptions::new().with_sparse(true))
+            .unwrap();
+    let mut optim = SparseSgdConfig::new().init();
+    let base = peak_rss_mb(true);
+    for step in 0..3 {
+        let mut accumulator = GradientsAccumulator::new();
+        for batch in 0..2 {
+            let tokens: Vec<i64> = (0..4096)
+                .map(|i| ((i * 2654435761u64 as i64 + step * 7 + batch) % v as i64).abs())
+                .collect();
+            let out: Tensor<Ad, 2> = emb.forward(ids(&tokens, [4096]));
+            let grads = GradientsParams::from_grads(out.sum().backward(), &emb);
+            accumulator.accumulate(&emb, grads);
+        }
+        emb = optim.step(0.1, emb, accumulator.grads());
+    }
+    println!("PEAK_GROWTH_MB={:.0}", peak_rss_mb(false) - base);
+}
+
+#[test]
+fn no_dense_gradient_on_the_sparse_path() {
+    // A [V, D] tensor here is 512 MB; the batch's own tensors are a few MB.
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "training::sparse_path_memory_probe",
+            "--ignored",
+            "--nocapture",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "probe failed: {stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let growth: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("PEAK_GROWTH_MB="))
+        .expect("the probe reports its peak")
+        .parse()
+        .unwrap();
+    assert!(
+        growth < 128.0,
+        "the sparse path grew the peak by {growth} MB: a [V, D] tensor was made"
     );
 }

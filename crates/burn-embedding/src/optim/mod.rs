@@ -89,8 +89,10 @@ impl<B: SparseGradients> ModuleMapper<B> for SparseStep<'_, B> {
             return param;
         }
         let (id, tensor, mapper) = param.consume();
-        let primitive = tensor.clone().into_primitive().tensor();
-        let Some(rows) = B::sparse_grad_take(&primitive) else {
+        // The probe handle is dropped at once: a second owner of the weight would make the
+        // update below copy the whole [V, D] table instead of working in place.
+        let rows = B::sparse_grad_take(&tensor.clone().into_primitive().tensor());
+        let Some(rows) = rows else {
             return Param::from_mapped_value(id, tensor, mapper);
         };
         // The marker that stood in for the dense gradient.
@@ -99,7 +101,6 @@ impl<B: SparseGradients> ModuleMapper<B> for SparseStep<'_, B> {
         let weight: Tensor<B::InnerBackend, 2> = Tensor::from_primitive(
             burn::tensor::TensorPrimitive::Float(tensor.inner().into_primitive().tensor()),
         );
-        // Drop the autodiff handle first so that the update can work in place.
         let state = self.states.entry(id).or_default();
         let updated = self.rule.apply(self.lr, weight, rows, state);
         let updated: Tensor<B, D> = Tensor::from_inner(Tensor::from_primitive(
