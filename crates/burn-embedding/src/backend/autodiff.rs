@@ -20,6 +20,7 @@ use burn::tensor::{Tensor, TensorMetadata};
 
 use super::reference::primitive;
 use super::{EmbeddingBackend, pending};
+use crate::optim::{RowState, SparseRule};
 use crate::{EmbeddingOptions, RowSparseGradient};
 
 /// Autodiff backends whose backward pass can leave a row-sparse gradient for a weight.
@@ -39,6 +40,15 @@ pub trait SparseGradients: AutodiffBackend + EmbeddingBackend {
 
     /// Whether a row-sparse gradient is pending for `weight`.
     fn has_sparse_grad(weight: &FloatTensor<Self>) -> bool;
+
+    /// [`EmbeddingBackend::embedding_sparse_update`] of the inner backend.
+    fn sparse_update(
+        weight: FloatTensor<Self::InnerBackend>,
+        rows: RowSparseGradient<Self::InnerBackend>,
+        rule: &SparseRule,
+        lr: f64,
+        state: &mut RowState<Self::InnerBackend>,
+    ) -> FloatTensor<Self::InnerBackend>;
 }
 
 /// The shape of the marker: one that can broadcast against no `[v, d]` weight (unless
@@ -165,5 +175,15 @@ impl<B: EmbeddingBackend, C: CheckpointStrategy> SparseGradients for Autodiff<B,
 
     fn has_sparse_grad(weight: &FloatTensor<Self>) -> bool {
         pending::contains(weight.node.id.value)
+    }
+
+    fn sparse_update(
+        weight: FloatTensor<B>,
+        rows: RowSparseGradient<B>,
+        rule: &SparseRule,
+        lr: f64,
+        state: &mut RowState<B>,
+    ) -> FloatTensor<B> {
+        B::embedding_sparse_update(weight, rows, rule, lr, state)
     }
 }

@@ -9,6 +9,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
+use crate::optim::{RowState, SparseRule};
 use crate::{EmbeddingOptions, RowSparseGradient};
 
 pub mod reference;
@@ -76,6 +77,18 @@ pub trait EmbeddingBackend: Backend {
         options: &EmbeddingOptions,
     ) -> Option<RowSparseGradient<Self>> {
         reference::backward_sparse::<Self>(grad, indices, num_embeddings, options)
+    }
+
+    /// One sparse-aware optimizer step on the rows of `rows`: `weight` `[V, D]` updated by
+    /// `rule` with learning rate `lr`, and `state` advanced. O(U x D) for U rows.
+    fn embedding_sparse_update(
+        weight: FloatTensor<Self>,
+        rows: RowSparseGradient<Self>,
+        rule: &SparseRule,
+        lr: f64,
+        state: &mut RowState<Self>,
+    ) -> FloatTensor<Self> {
+        reference::primitive(rule.apply(lr, reference::float(weight), rows, state))
     }
 }
 

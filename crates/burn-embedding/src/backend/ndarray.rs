@@ -14,6 +14,7 @@ use rayon::prelude::*;
 
 use super::{EmbeddingBackend, reference};
 use crate::coalesce::Coalesced;
+use crate::optim::{RowState, SparseRule};
 use crate::{EmbeddingOptions, RowSparseGradient};
 
 /// Below this many output values one thread copies faster than a rayon fan-out.
@@ -109,6 +110,120 @@ where
         }
         reference::backward_sparse::<Self>(grad, indices, num_embeddings, options)
     }
+
+    fn embedding_sparse_update(
+        weight: FloatTensor<Self>,
+        rows: RowSparseGradient<Self>,
+        rule: &SparseRule,
+        lr: f64,
+        state: &mut RowState<Self>,
+    ) -> FloatTensor<Self> {
+        let NdArrayTensor::F32(storage) = weight else {
+            return reference::primitive(rule.apply(lr, reference::float(weight), rows, state));
+        };
+        let (v, d) = (storage.shape()[0], storage.shape()[1]);
+        let ids = reference::read_indices(rows.ids);
+        let grad: Vec<f32> = rows.values.into_data().to_vec().expect("f32 rows");
+        let mut weight = contiguous(storage.into_owned());
+        let w = weight.as_slice_mut().expect("standard layout");
+        state.step += 1;
+        // Each loop below is the per-row form of the tensor ops in `SparseRule::apply`, in the
+        // same order, so that both paths give the same floats.
+        match *rule {
+            SparseRule::Sgd { weight_decay } => {
+                let (lr, wd) = (lr as f32, weight_decay as f32);
+                for (k, &id) in ids.iter().enumerate() {
+                    let w = &mut w[id as usize * d..][..d];
+                    for (w, &g) in w.iter_mut().zip(&grad[k * d..][..d]) {
+                        let g = if wd != 0.0 { g + *w * wd } else { g };
+                        *w += g * -lr;
+                    }
+                }
+            }
+            SparseRule::Adagrad {
+                lr_decay,
+                initial_accumulator_value,
+                eps,
+            } => {
+                let mut sum = take_state(state.first.take(), [v, d], initial_accumulator_value);
+                let s = sum.as_slice_mut().expect("standard layout");
+                let clr = (lr / (1.0 + (state.step - 1) as f64 * lr_decay)) as f32;
+                let eps = eps as f32;
+                for (k, &id) in ids.iter().enumerate() {
+                    let at = id as usize * d;
+                    for j in 0..d {
+                        let g = grad[k * d + j];
+                        s[at + j] += g * g;
+                        w[at + j] += (g / (s[at + j].sqrt() + eps)) * -clr;
+                    }
+                }
+                state.first = Some(reference::float(tensor_from(sum)));
+            }
+            SparseRule::LazyAdam {
+                beta_1,
+                beta_2,
+                eps,
+                weight_decay,
+            } => {
+                let mut m = take_state(state.first.take(), [v, d], 0.0);
+                let mut v2 = take_state(state.second.take(), [v, d], 0.0);
+                let (ms, vs) = (
+                    m.as_slice_mut().expect("standard layout"),
+                    v2.as_slice_mut().expect("standard layout"),
+                );
+                let step = state.step as i32;
+                let step_size =
+                    (lr * (1.0 - beta_2.powi(step)).sqrt() / (1.0 - beta_1.powi(step))) as f32;
+                let (one_b1, one_b2) = ((1.0 - beta_1) as f32, (1.0 - beta_2) as f32);
+                let (eps, decay) = (eps as f32, (-lr * weight_decay) as f32);
+                for (k, &id) in ids.iter().enumerate() {
+                    let at = id as usize * d;
+                    for j in 0..d {
+                        let g = grad[k * d + j];
+                        let (m_old, v_old) = (ms[at + j], vs[at + j]);
+                        let m_update = (g - m_old) * one_b1;
+                        let v_update = (g * g - v_old) * one_b2;
+                        ms[at + j] = m_old + m_update;
+                        vs[at + j] = v_old + v_update;
+                        let update =
+                            ((m_update + m_old) / ((v_update + v_old).sqrt() + eps)) * -step_size;
+                        w[at + j] += if weight_decay != 0.0 {
+                            w[at + j] * decay + update
+                        } else {
+                            update
+                        };
+                    }
+                }
+                state.first = Some(reference::float(tensor_from(m)));
+                state.second = Some(reference::float(tensor_from(v2)));
+            }
+        }
+        tensor_from(weight)
+    }
+}
+
+/// A state accumulator as a contiguous array, created filled with `init` at the first step.
+fn take_state<B: burn::tensor::backend::Backend<FloatTensorPrimitive = NdArrayTensor>>(
+    tensor: Option<burn::tensor::Tensor<B, 2>>,
+    shape: [usize; 2],
+    init: f64,
+) -> SharedArray<f32> {
+    match tensor.map(|t| t.into_primitive().tensor()) {
+        Some(NdArrayTensor::F32(storage)) => contiguous(storage.into_owned()),
+        _ => Array::from_elem(IxDyn(&shape), init as f32).into_shared(),
+    }
+}
+
+fn contiguous(array: SharedArray<f32>) -> SharedArray<f32> {
+    if array.is_standard_layout() {
+        array
+    } else {
+        array.as_standard_layout().into_owned().into_shared()
+    }
+}
+
+fn tensor_from(array: SharedArray<f32>) -> NdArrayTensor {
+    NdArrayTensor::from(array)
 }
 
 /// The indices as `i64` on the host, when they are a contiguous i64 or i32 tensor.

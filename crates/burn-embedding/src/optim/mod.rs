@@ -98,13 +98,16 @@ impl<B: SparseGradients> ModuleMapper<B> for SparseStep<'_, B> {
         // The marker that stood in for the dense gradient.
         self.grads.remove::<B::InnerBackend, D>(id);
         let require_grad = tensor.is_require_grad();
-        let weight: Tensor<B::InnerBackend, 2> = Tensor::from_primitive(
-            burn::tensor::TensorPrimitive::Float(tensor.inner().into_primitive().tensor()),
-        );
         let state = self.states.entry(id).or_default();
-        let updated = self.rule.apply(self.lr, weight, rows, state);
+        let updated = B::sparse_update(
+            tensor.inner().into_primitive().tensor(),
+            rows,
+            &self.rule,
+            self.lr,
+            state,
+        );
         let updated: Tensor<B, D> = Tensor::from_inner(Tensor::from_primitive(
-            burn::tensor::TensorPrimitive::Float(updated.into_primitive().tensor()),
+            burn::tensor::TensorPrimitive::Float(updated),
         ));
         Param::from_mapped_value(id, updated.set_require_grad(require_grad), mapper)
     }
