@@ -347,6 +347,18 @@ fn table(records: &[Record]) {
             .entry((r.op.clone(), r.vocab))
             .or_default()
             .insert(r.implementation.clone(), r.median_ms);
+        // burn-nn has only dense steps: compare our sparse step with its dense one.
+        let sparse_op = match r.op.as_str() {
+            "step_sgd" => "step_sparse_sgd",
+            "step_adam" => "step_sparse_adam",
+            _ => continue,
+        };
+        if r.implementation == "burn-nn" {
+            by_case
+                .entry((sparse_op.to_string(), r.vocab))
+                .or_default()
+                .insert("burn-nn (dense)".into(), r.median_ms);
+        }
     }
     println!(
         "\n| op | V | ours (ms) | burn-nn (ms) | torch (ms) | ours / torch | burn-nn / ours |"
@@ -371,6 +383,7 @@ fn table(records: &[Record]) {
     // The O(V) check: ours at the largest V over ours at the smallest V.
     let vocabs: Vec<usize> = {
         let mut v: Vec<usize> = by_case.keys().map(|k| k.1).collect();
+        v.sort_unstable();
         v.dedup();
         v
     };
@@ -383,6 +396,8 @@ fn table(records: &[Record]) {
             "forward_autodiff",
             "forward_backward_sparse",
             "forward_backward",
+            "step_sparse_sgd",
+            "step_sparse_adam",
         ] {
             let get = |v| {
                 by_case

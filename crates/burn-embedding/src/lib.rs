@@ -27,6 +27,35 @@
 //! renormalised rows back into the weight, keeping its parameter id, so that the weight equals
 //! PyTorch's before the next update. Renormalising is idempotent, so calling both is harmless.
 
+//!
+//! ## Sparse gradients: how they travel, and why it is safe
+//! burn's `Gradients` and `GradientsParams` hold one dense tensor per parameter, and
+//! burn-train's gradient accumulator adds those tensors up, so a `[U, D]` block of rows cannot
+//! ride in them. With `sparse: true` the backward op therefore
+//! 1. computes the coalesced rows (sorted unique non-padding ids, summed rows; O(tokens x D));
+//! 2. leaves them *pending*, keyed by the weight tensor's autodiff node id (unique per tensor,
+//!    drawn by burn from a global counter), merged and re-coalesced with any rows already
+//!    pending for that weight (a second lookup in the graph, another backward, the k batches of
+//!    gradient accumulation);
+//! 3. registers in the weight's place in `Gradients` a tiny marker whose shape cannot broadcast
+//!    against the weight.
+//!
+//! [`optim`]'s optimizers take the pending rows of each parameter they visit and remove the
+//! marker; [`sparse_grad_remove`] does the same for hand-written code. Safety:
+//! - no `[V, D]` tensor is created on the path (tested with a 512 MB table and the process's
+//!   peak memory);
+//! - two models trained at once, on any threads, have different weight tensors and so
+//!   different keys; clones of one model share their weight tensor and its pending rows;
+//! - memory stays bounded when backward runs and no step follows: pending rows are coalesced
+//!   (at most one row per touched id), an entry dies with its weight tensor, and
+//!   [`clear_pending_sparse_grads`] drops everything;
+//! - an optimizer that knows nothing of sparse gradients meets the marker and panics with an
+//!   `incompatible shapes` error instead of silently not updating the embedding;
+//! - a weight that is computed from other tracked tensors (not a parameter) gets the dense
+//!   gradient, so that the chain rule goes on; a sparse weight must not also receive a dense
+//!   gradient from another op (for example tied input/output embeddings): the dense gradient
+//!   and the marker cannot be added, which panics.
+
 mod coalesce;
 mod config;
 mod embedding;

@@ -49,11 +49,13 @@ pub fn pairs(
             .collect();
         for (i, &center) in kept.iter().enumerate() {
             let w = 1 + rng.below(window as u64) as usize;
-            for j in i.saturating_sub(w)..(i + w + 1).min(kept.len()) {
-                if j != i {
+            let start = i.saturating_sub(w);
+            let window = &kept[start..(i + w + 1).min(kept.len())];
+            for (j, &context) in window.iter().enumerate() {
+                if start + j != i {
                     out.push(SkipGramPair {
                         center: center as u32,
-                        context: kept[j] as u32,
+                        context: context as u32,
                     });
                 }
             }

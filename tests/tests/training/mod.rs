@@ -1,7 +1,7 @@
 //! Sparse training end to end on ndarray: the path of the row-sparse gradient from the
 //! backward to the optimizers, in hand-written loops and in burn-train's Learner.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::backend::{Autodiff, NdArray};
 use burn::module::{AutodiffModule, Module};
@@ -215,7 +215,7 @@ fn optimizer_record_resumes_exactly() {
     assert_eq!(values(emb.valid().weight.val()), full);
 }
 
-fn tiny_run(dir: &PathBuf, epochs: usize, resume: Option<usize>, accumulation: usize) -> Vec<f32> {
+fn tiny_run(dir: &Path, epochs: usize, resume: Option<usize>, accumulation: usize) -> Vec<f32> {
     let sentences = corpus::generated(4, 12, 200, 3);
     let vocab = Vocab::build(&sentences, 1);
     let config = Word2VecConfig::new()
