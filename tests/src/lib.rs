@@ -3,6 +3,7 @@
 //! The runners are generic over the backend; `tests/conformance.rs` instantiates them for
 //! ndarray, wgpu and tch (cargo features of the same names).
 
+pub mod bag_cases;
 pub mod embedding_cases;
 pub mod golden;
 pub mod optimizer_cases;

@@ -5,7 +5,7 @@ use burn_embedding_conformance::report::Tol;
 
 #[cfg(feature = "ndarray")]
 mod training;
-use burn_embedding_conformance::{embedding_cases, optimizer_cases};
+use burn_embedding_conformance::{bag_cases, embedding_cases, optimizer_cases};
 
 #[cfg(feature = "ndarray")]
 mod ndarray {
@@ -20,6 +20,11 @@ mod ndarray {
     #[test]
     fn golden_optimizer() {
         optimizer_cases::run::<NdArray>("ndarray-optimizer", &Default::default(), Tol::DEFAULT);
+    }
+
+    #[test]
+    fn golden_bag() {
+        bag_cases::run::<NdArray>("ndarray-bag", &Default::default(), Tol::DEFAULT);
     }
 }
 
@@ -37,6 +42,11 @@ mod wgpu {
     fn golden_optimizer() {
         optimizer_cases::run::<Wgpu>("wgpu-optimizer", &Default::default(), Tol::LOOSE);
     }
+
+    #[test]
+    fn golden_bag() {
+        bag_cases::run::<Wgpu>("wgpu-bag", &Default::default(), Tol::LOOSE);
+    }
 }
 
 #[cfg(feature = "tch")]
@@ -53,5 +63,10 @@ mod tch {
     #[test]
     fn golden_optimizer() {
         optimizer_cases::run::<LibTorch<f32>>("tch-optimizer", &LibTorchDevice::Cpu, Tol::DEFAULT);
+    }
+
+    #[test]
+    fn golden_bag() {
+        bag_cases::run::<LibTorch<f32>>("tch-bag", &LibTorchDevice::Cpu, Tol::DEFAULT);
     }
 }

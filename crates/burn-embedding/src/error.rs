@@ -69,4 +69,30 @@ pub enum EmbeddingError {
         /// `index_rank + 1`.
         expected: usize,
     },
+    /// The offsets of an embedding bag are not valid CSR start positions.
+    #[error("invalid offsets: {reason}")]
+    InvalidOffsets {
+        /// What is wrong, with the values.
+        reason: String,
+    },
+    /// `per_sample_weights` were given with a mode other than sum.
+    #[error("per_sample_weights are only supported with mode sum, not {mode}")]
+    PerSampleWeightsMode {
+        /// The bag's mode.
+        mode: String,
+    },
+    /// `per_sample_weights` do not have the shape of the input.
+    #[error("per_sample_weights have shape {got:?}, expected the input's shape {expected:?}")]
+    PerSampleWeightsShape {
+        /// The input's shape.
+        expected: Vec<usize>,
+        /// The weights' shape.
+        got: Vec<usize>,
+    },
+    /// An option that mode max does not support.
+    #[error("mode max does not support {option}")]
+    MaxModeOptions {
+        /// The option.
+        option: String,
+    },
 }

@@ -11,6 +11,9 @@
 //! - [`EmbeddingBackend`]: the backend extension trait holding the forward and the backward.
 //!   It is implemented for ndarray, wgpu and LibTorch (cargo features `ndarray`, `wgpu`, `tch`)
 //!   and for `Autodiff<B, C>`, where the backward is a custom burn-autodiff op.
+//! - [`EmbeddingBag`] / [`EmbeddingBagConfig`]: bags of ids reduced by sum, mean or max (CSR
+//!   offsets or fixed-length rows, `per_sample_weights`, padding), on the same trait and
+//!   backward, with row-sparse gradients.
 //! - [`RowSparseGradient`]: with `sparse: true`, the backward yields the sorted unique touched
 //!   rows and their summed gradients, and never creates a `[V, D]` tensor;
 //!   [`sparse_grad_remove`] takes it after `backward()` (how it travels:
@@ -56,6 +59,9 @@
 //!   gradient from another op (for example tied input/output embeddings): the dense gradient
 //!   and the marker cannot be added, which panics.
 
+mod bag;
+mod bag_functional;
+mod bag_mode;
 mod coalesce;
 mod config;
 mod embedding;
@@ -70,6 +76,11 @@ pub mod optim;
 pub use backend::{
     EmbeddingBackend, SparseGradients, clear_pending_sparse_grads, pending_sparse_grads,
 };
+pub use bag::{EmbeddingBag, EmbeddingBagConfig};
+pub use bag_functional::{
+    bags_from_offsets, embedding_bag, try_embedding_bag, try_embedding_bag_fixed,
+};
+pub use bag_mode::BagMode;
 pub use config::EmbeddingConfig;
 pub use embedding::Embedding;
 pub use error::EmbeddingError;

@@ -13,7 +13,7 @@ use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Tensor, TensorMetadata};
@@ -21,7 +21,7 @@ use burn::tensor::{Tensor, TensorMetadata};
 use super::reference::primitive;
 use super::{EmbeddingBackend, pending};
 use crate::optim::{RowState, SparseRule};
-use crate::{EmbeddingOptions, RowSparseGradient};
+use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
 
 /// Autodiff backends whose backward pass can leave a row-sparse gradient for a weight.
 pub trait SparseGradients: AutodiffBackend + EmbeddingBackend {
@@ -70,24 +70,48 @@ impl<B: EmbeddingBackend> Backward<B, 1> for EmbeddingBackward {
         _checkpointer: &mut Checkpointer,
     ) {
         let (indices, num_embeddings, options) = ops.state;
-        match &ops.parents[0] {
-            // A leaf has no parents: its gradient is final and can stay row-sparse.
-            Some(weight) if options.sparse && weight.parents.is_empty() => {
-                let grad = grads.consume::<B>(&ops.node);
-                let d = grad.shape()[1];
-                let device = B::float_device(&grad);
-                if let Some(rows) =
-                    B::embedding_grad_sparse(grad, indices, num_embeddings, &options)
-                {
-                    pending::add::<B, _>(weight, weight.id.value, rows);
-                    let marker = Tensor::<B, 2>::zeros(marker_shape(num_embeddings, d), &device);
-                    grads.register::<B>(weight.id, primitive(marker));
-                }
-            }
-            _ => unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-                B::embedding_grad_dense(grad, indices, num_embeddings, &options)
-            }),
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(weight) = &ops.parents[0] {
+            let is_leaf = weight.parents.is_empty();
+            deliver_weight_grad::<B, _>(
+                grads,
+                weight,
+                weight.id,
+                is_leaf,
+                grad,
+                indices,
+                num_embeddings,
+                &options,
+            );
         }
+    }
+}
+
+/// Hands the weight its gradient, given the gradient of each token's row `[N, D]`: row-sparse
+/// (pending, with the marker in `grads`) when `sparse` and the weight is a leaf (a parameter
+/// has no parents), else dense, so that the chain rule can go on.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn deliver_weight_grad<B: EmbeddingBackend, N: Send + Sync + 'static>(
+    grads: &mut Gradients,
+    weight: &std::sync::Arc<N>,
+    weight_id: burn::backend::autodiff::NodeId,
+    weight_is_leaf: bool,
+    token_grad: FloatTensor<B>,
+    indices: IntTensor<B>,
+    num_embeddings: usize,
+    options: &EmbeddingOptions,
+) {
+    if options.sparse && weight_is_leaf {
+        let d = token_grad.shape()[1];
+        let device = B::float_device(&token_grad);
+        if let Some(rows) = B::embedding_grad_sparse(token_grad, indices, num_embeddings, options) {
+            pending::add::<B, _>(weight, weight_id.value, rows);
+            let marker = Tensor::<B, 2>::zeros(marker_shape(num_embeddings, d), &device);
+            grads.register::<B>(weight_id, primitive(marker));
+        }
+    } else {
+        let dense = B::embedding_grad_dense(token_grad, indices, num_embeddings, options);
+        grads.register::<B>(weight_id, dense);
     }
 }
 
@@ -112,6 +136,48 @@ impl<B: EmbeddingBackend, C: CheckpointStrategy> EmbeddingBackend for Autodiff<B
                 prep.finish(B::embedding_lookup(weight.primitive, indices, options))
             }
         }
+    }
+
+    fn embedding_bag_forward(
+        weight: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        bag_of: IntTensor<Self>,
+        num_bags: usize,
+        per_sample_weights: Option<FloatTensor<Self>>,
+        mode: BagMode,
+        options: &EmbeddingOptions,
+    ) -> (FloatTensor<Self>, Option<IntTensor<Self>>) {
+        super::autodiff_bag::forward::<B, C>(
+            weight,
+            indices,
+            bag_of,
+            num_bags,
+            per_sample_weights,
+            mode,
+            options,
+        )
+    }
+
+    fn embedding_bag_token_grad(
+        grad: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        bag_of: IntTensor<Self>,
+        num_bags: usize,
+        per_sample_weights: Option<FloatTensor<Self>>,
+        max_positions: Option<IntTensor<Self>>,
+        mode: BagMode,
+        options: &EmbeddingOptions,
+    ) -> FloatTensor<Self> {
+        Self::from_inner(B::embedding_bag_token_grad(
+            grad.primitive,
+            indices,
+            bag_of,
+            num_bags,
+            per_sample_weights.map(|p| p.primitive),
+            max_positions,
+            mode,
+            options,
+        ))
     }
 
     fn embedding_renorm(

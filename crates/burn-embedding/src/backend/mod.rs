@@ -10,11 +10,13 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
 use crate::optim::{RowState, SparseRule};
-use crate::{EmbeddingOptions, RowSparseGradient};
+use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
 
 pub mod reference;
+pub mod reference_bag;
 
 mod autodiff;
+mod autodiff_bag;
 #[cfg(feature = "ndarray")]
 mod ndarray;
 mod pending;
@@ -77,6 +79,59 @@ pub trait EmbeddingBackend: Backend {
         options: &EmbeddingOptions,
     ) -> Option<RowSparseGradient<Self>> {
         reference::backward_sparse::<Self>(grad, indices, num_embeddings, options)
+    }
+
+    /// Reduces the rows of each bag. `indices` `[N]`, `bag_of` `[N]` (the bag of each token,
+    /// non-decreasing), `per_sample_weights` `[N]` (mode sum only) give `[num_bags, D]`, and for
+    /// mode max the position of each maximum `[num_bags, D]` (-1 for an empty bag). Padding
+    /// tokens are left out; an empty bag gives zeros. With `max_norm`, rows are renormalised
+    /// for the lookup as in [`embedding_lookup`](Self::embedding_lookup).
+    #[allow(clippy::too_many_arguments)]
+    fn embedding_bag_forward(
+        weight: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        bag_of: IntTensor<Self>,
+        num_bags: usize,
+        per_sample_weights: Option<FloatTensor<Self>>,
+        mode: BagMode,
+        options: &EmbeddingOptions,
+    ) -> (FloatTensor<Self>, Option<IntTensor<Self>>) {
+        reference_bag::bag_forward::<Self>(
+            weight,
+            indices,
+            bag_of,
+            num_bags,
+            per_sample_weights,
+            mode,
+            options,
+        )
+    }
+
+    /// The gradient with respect to each token's row `[N, D]` of a bag forward, from the output
+    /// gradient `[num_bags, D]`; the weight gradient is then
+    /// [`embedding_grad_dense`](Self::embedding_grad_dense) or
+    /// [`embedding_grad_sparse`](Self::embedding_grad_sparse) of it.
+    #[allow(clippy::too_many_arguments)]
+    fn embedding_bag_token_grad(
+        grad: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        bag_of: IntTensor<Self>,
+        num_bags: usize,
+        per_sample_weights: Option<FloatTensor<Self>>,
+        max_positions: Option<IntTensor<Self>>,
+        mode: BagMode,
+        options: &EmbeddingOptions,
+    ) -> FloatTensor<Self> {
+        reference_bag::bag_token_grad::<Self>(
+            grad,
+            indices,
+            bag_of,
+            num_bags,
+            per_sample_weights,
+            max_positions,
+            mode,
+            options,
+        )
     }
 
     /// One sparse-aware optimizer step on the rows of `rows`: `weight` `[V, D]` updated by

@@ -1,0 +1,136 @@
+//! The custom backward op of an embedding bag on [`Autodiff<B, C>`]: gradients for the weight
+//! (dense, or row-sparse exactly as a lookup's) and for `per_sample_weights`.
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::TensorMetadata;
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+
+use super::EmbeddingBackend;
+use super::autodiff::deliver_weight_grad;
+use super::reference_bag::bag_per_sample_weights_grad;
+use crate::{BagMode, EmbeddingOptions};
+
+/// What the backward needs. The weight is kept only when `per_sample_weights` need a gradient
+/// (a reference to the tensor, not a copy).
+#[derive(Debug, Clone)]
+pub(super) struct BagState<B: EmbeddingBackend> {
+    indices: IntTensor<B>,
+    bag_of: IntTensor<B>,
+    num_bags: usize,
+    per_sample_weights: Option<FloatTensor<B>>,
+    max_positions: Option<IntTensor<B>>,
+    num_embeddings: usize,
+    mode: BagMode,
+    options: EmbeddingOptions,
+    weight_for_psw: Option<FloatTensor<B>>,
+}
+
+#[derive(Debug)]
+struct EmbeddingBagBackward;
+
+impl<B: EmbeddingBackend> Backward<B, 2> for EmbeddingBagBackward {
+    type State = BagState<B>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 2>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let s = ops.state;
+        let grad = grads.consume::<B>(&ops.node);
+        let [weight, psw] = ops.parents;
+        if let Some(psw) = psw {
+            let weight = s
+                .weight_for_psw
+                .clone()
+                .expect("the weight is kept when per_sample_weights are tracked");
+            let g = bag_per_sample_weights_grad::<B>(
+                grad.clone(),
+                weight,
+                s.indices.clone(),
+                s.bag_of.clone(),
+                &s.options,
+            );
+            grads.register::<B>(psw.id, g);
+        }
+        if let Some(weight) = weight {
+            let token_grad = B::embedding_bag_token_grad(
+                grad,
+                s.indices.clone(),
+                s.bag_of,
+                s.num_bags,
+                s.per_sample_weights,
+                s.max_positions,
+                s.mode,
+                &s.options,
+            );
+            let is_leaf = weight.parents.is_empty();
+            deliver_weight_grad::<B, _>(
+                grads,
+                &weight,
+                weight.id,
+                is_leaf,
+                token_grad,
+                s.indices,
+                s.num_embeddings,
+                &s.options,
+            );
+        }
+    }
+}
+
+/// [`EmbeddingBackend::embedding_bag_forward`] on `Autodiff<B, C>`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn forward<B: EmbeddingBackend, C: CheckpointStrategy>(
+    weight: FloatTensor<Autodiff<B, C>>,
+    indices: IntTensor<B>,
+    bag_of: IntTensor<B>,
+    num_bags: usize,
+    per_sample_weights: Option<FloatTensor<Autodiff<B, C>>>,
+    mode: BagMode,
+    options: &EmbeddingOptions,
+) -> (FloatTensor<Autodiff<B, C>>, Option<IntTensor<B>>) {
+    let num_embeddings = weight.primitive.shape()[0];
+    let psw_tracked = per_sample_weights.as_ref().is_some_and(|p| p.is_tracked());
+    // Without per_sample_weights, an untracked stand-in fills the second parent slot.
+    let psw_node = match &per_sample_weights {
+        Some(p) => p.node.clone(),
+        None => <Autodiff<B> as AutodiffBackend>::from_inner(weight.primitive.clone()).node,
+    };
+    let psw = per_sample_weights.map(|p| p.primitive);
+    let (out, max_positions) = B::embedding_bag_forward(
+        weight.primitive.clone(),
+        indices.clone(),
+        bag_of.clone(),
+        num_bags,
+        psw.clone(),
+        mode,
+        options,
+    );
+    let state = BagState {
+        indices,
+        bag_of,
+        num_bags,
+        per_sample_weights: psw,
+        max_positions: max_positions.clone(),
+        num_embeddings,
+        mode,
+        options: *options,
+        weight_for_psw: psw_tracked.then(|| weight.primitive.clone()),
+    };
+    let out = match EmbeddingBagBackward
+        .prepare::<C>([weight.node.clone(), psw_node])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(state, out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    };
+    (out, max_positions)
+}
