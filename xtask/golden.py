@@ -170,6 +170,91 @@ def optimizer_cases():
                          {"name": "sparse_adam", "lr": 0.02}, steps + [[1, 1], [19]], seed=6)
 
 
+def bag_case(name, V, D, indices, offsets=None, mode="mean", padding_idx=None, max_norm=None,
+             scale_grad_by_freq=False, sparse=False, include_last_offset=False, psw=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.randn(V, D, generator=g) * (2.0 if max_norm else 1.0)
+    if padding_idx is not None:
+        weight[padding_idx] = 0.0
+    indices = torch.tensor(indices)
+    offs = None if offsets is None else torch.tensor(offsets)
+    w = weight.clone().requires_grad_(True)
+    p = None if psw is None else torch.tensor(psw, dtype=torch.float32).requires_grad_(True)
+    # Dense gradients: PyTorch refuses some sparse combinations that this project supports,
+    # and the dense result defines the intended rows.
+    out = F.embedding_bag(indices, w, offs, max_norm=max_norm, scale_grad_by_freq=scale_grad_by_freq,
+                          mode=mode, sparse=False, per_sample_weights=p,
+                          include_last_offset=include_last_offset, padding_idx=padding_idx)
+    grad_output = torch.randn(*out.shape, generator=g)
+    (out * grad_output).sum().backward()
+    return {
+        "format": "embedding-golden/1", "kind": "embedding_bag", "name": name,
+        "source": f"torch {torch.__version__} F.embedding_bag, CPU float32 (xtask/golden.py)",
+        "config": {"num_embeddings": V, "embedding_dim": D, "mode": mode, "padding_idx": padding_idx,
+                   "max_norm": max_norm, "norm_type": 2.0, "scale_grad_by_freq": scale_grad_by_freq,
+                   "sparse": sparse, "include_last_offset": include_last_offset},
+        "weight": t(weight), "indices": t(indices),
+        "offsets": None if offs is None else t(offs),
+        "per_sample_weights": None if p is None else t(p.detach()),
+        "grad_output": t(grad_output),
+        "expected": {"output": t(out.detach()), "weight_after_forward": t(w.detach()),
+                     "weight_grad": t(w.grad),
+                     "per_sample_weights_grad": None if p is None else t(p.grad)},
+    }
+
+
+def bag_error(name, config, expect, op="embedding_bag", indices=None, offsets=None, psw=None):
+    case = {"format": "embedding-golden/1", "kind": "error", "name": name, "op": op,
+            "config": config, "expect_error": expect,
+            "source": f"torch {torch.__version__} raises for this input (xtask/golden.py)"}
+    for key, value in (("indices", indices), ("offsets", offsets), ("per_sample_weights", psw)):
+        if value is not None:
+            case[key] = {"shape": [len(value)], "data": value}
+    try:
+        bag = torch.nn.EmbeddingBag(config["num_embeddings"], config["embedding_dim"],
+                                    mode=config.get("mode", "mean"),
+                                    scale_grad_by_freq=config.get("scale_grad_by_freq", False))
+        if indices is not None:
+            bag(torch.tensor(indices), torch.tensor(offsets),
+                None if psw is None else torch.tensor(psw, dtype=torch.float32))
+    except (AssertionError, IndexError, RuntimeError, ValueError, NotImplementedError):
+        return case
+    raise SystemExit(f"{name}: PyTorch accepted the input")
+
+
+def bag_cases():
+    # PyTorch's own example from test_embedding.py (_test_EmbeddingBag).
+    for mode in ("sum", "mean", "max"):
+        yield bag_case(f"own_bag_{mode}_pytorch_example", 5, 2, [3, 1, 1, 1, 4, 0],
+                       [0, 0, 3, 3, 6], mode=mode, seed=1)
+    yield bag_case("own_bag_max_padding_and_empty", 8, 3, [2, 2, 5, 1, 2, 7], [0, 2, 2, 5],
+                   mode="max", padding_idx=2, seed=2)
+    yield bag_case("own_bag_max_ties_first", 4, 2, [1, 1, 3], [0], mode="max", seed=3)
+    yield bag_case("own_bag_max_sparse", 12, 3, [4, 9, 4, 0, 11], [0, 3], mode="max",
+                   sparse=True, seed=4)
+    yield bag_case("own_bag_sum_psw_padding", 9, 3, [0, 4, 0, 8, 4], [0, 2], mode="sum",
+                   padding_idx=0, psw=[0.5, -1.0, 2.0, 3.0, 0.25], seed=5)
+    yield bag_case("own_bag_mean_all_padding_bag", 9, 3, [3, 3, 1, 3, 6], [0, 2], mode="mean",
+                   padding_idx=3, seed=6)
+    yield bag_case("own_bag_last_offset_trailing_tokens", 9, 3, [1, 2, 3, 4, 5, 6], [0, 2, 4],
+                   mode="sum", include_last_offset=True, seed=7)
+    # Every id occurs twice: PyTorch 2.9's embedding_bag divides some rows by the count of
+    # another id when the counts differ (see the project notes), which this case avoids.
+    yield bag_case("own_bag_mean_freq_sparse", 15, 4, [1, 1, 5, 5, 9, 9, 2, 2], [0, 3],
+                   mode="mean", scale_grad_by_freq=True, sparse=True, seed=8)
+    yield bag_case("own_bag_sum_2d_psw", 10, 3, [[1, 2, 3], [3, 3, 0]], mode="sum",
+                   psw=[[1.0, 0.5, -2.0], [0.1, 0.2, 0.3]], seed=9)
+    yield bag_case("own_bag_max_2d_max_norm", 10, 3, [[1, 2, 3], [3, 7, 0]], mode="max",
+                   max_norm=1.5, seed=10)
+    cfg = {"num_embeddings": 10, "embedding_dim": 3, "mode": "sum"}
+    yield bag_error("own_err_bag_index_out_of_range", cfg, "index_out_of_range", indices=[1, 10],
+                    offsets=[0])
+    yield bag_error("own_err_bag_psw_max", dict(cfg, mode="max"), "per_sample_weights_mode",
+                    indices=[1, 2], offsets=[0], psw=[1.0, 1.0])
+    yield bag_error("own_err_bag_offsets_negative_start", cfg, "invalid_offsets", indices=[1, 2],
+                    offsets=[-1, 1])
+
+
 def write(out_dir, capability, cases):
     out = os.path.join(out_dir, capability)
     os.makedirs(out, exist_ok=True)
@@ -186,6 +271,7 @@ def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else "tests/golden"
     write(out_dir, "embedding", cases())
     write(out_dir, "optimizer", optimizer_cases())
+    write(out_dir, "bag", bag_cases())
 
 
 if __name__ == "__main__":

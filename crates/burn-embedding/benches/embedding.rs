@@ -15,9 +15,13 @@ use burn::module::Param;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use burn_embedding::optim::{LazyAdamConfig, SparseSgdConfig};
-use burn_embedding::{Embedding, EmbeddingOptions};
+use burn_embedding::{BagMode, Embedding, EmbeddingBag, EmbeddingOptions};
 
 type B = NdArray;
+
+/// The bag workload: 4096 bags of 20 ids.
+const BAGS: usize = 4096;
+const BAG_SIZE: usize = 20;
 type Ad = Autodiff<NdArray>;
 
 struct Args {
@@ -90,6 +94,8 @@ struct Record {
     median_ms: f64,
     min_ms: f64,
     peak_rss_mb: Option<f64>,
+    /// Bags and bag size, for the bag ops.
+    bags: Option<(usize, usize)>,
 }
 
 /// Resets the process's peak resident set (Linux: `clear_refs` 5), so that the peak read after
@@ -111,7 +117,9 @@ fn emit(records: &mut Vec<Record>, args: &Args, r: Record) {
         "{}",
         serde_json::json!({
             "impl": r.implementation, "backend": r.backend, "op": r.op, "vocab": r.vocab,
-            "dim": args.dim, "tokens": args.tokens, "median_ms": (r.median_ms * 1e3).round() / 1e3,
+            "dim": args.dim, "median_ms": (r.median_ms * 1e3).round() / 1e3,
+            "tokens": r.bags.map_or(args.tokens, |(b, s)| b * s),
+            "bags": r.bags.map(|b| b.0), "bag_size": r.bags.map(|b| b.1),
             "min_ms": (r.min_ms * 1e3).round() / 1e3, "threads": args.threads,
             "peak_rss_mb": r.peak_rss_mb.map(|m| m.round()),
         })
@@ -137,6 +145,7 @@ fn bench_vocab(args: &Args, vocab: usize, records: &mut Vec<Record>) {
                     median_ms,
                     min_ms,
                     peak_rss_mb: peak_rss_mb(),
+                    bags: op.starts_with("bag_").then_some((BAGS, BAG_SIZE)),
                 },
             );
             reset_peak_rss();
@@ -292,6 +301,28 @@ fn bench_vocab(args: &Args, vocab: usize, records: &mut Vec<Record>) {
             nn = Some(optim.step(0.01, model, grads));
         }),
     );
+
+    // Bags: forward (1-D ids + offsets) + sum().backward() with a row-sparse gradient.
+    let n = BAGS * BAG_SIZE;
+    let bag_ids =
+        Tensor::<Ad, 1, Int>::from_data(TensorData::new(token_ids(vocab, n), [n]), &device);
+    let offsets: Vec<i64> = (0..BAGS).map(|b| (b * BAG_SIZE) as i64).collect();
+    let offsets = Tensor::<Ad, 1, Int>::from_data(TensorData::new(offsets, [BAGS]), &device);
+    for (op, mode) in [("bag_sum", BagMode::Sum), ("bag_mean", BagMode::Mean)] {
+        let bag =
+            EmbeddingBag::<Ad>::from_pretrained(weight_ad.clone(), false, sparse, mode, false)
+                .unwrap();
+        rec(
+            "ours",
+            "ndarray",
+            op,
+            time(steps, || {
+                let out = bag.forward(bag_ids.clone(), offsets.clone(), None);
+                let mut grads = out.sum().backward();
+                assert!(bag.sparse_grad_remove(&mut grads).is_some());
+            }),
+        );
+    }
 }
 
 fn torch_records(args: &Args, vocab: usize, records: &mut Vec<Record>) {
@@ -314,7 +345,8 @@ fn torch_records(args: &Args, vocab: usize, records: &mut Vec<Record>) {
             &args.threads.to_string(),
         ])
         .args(["--steps", &args.steps.to_string()])
-        .args(["--ops", "forward,forward_backward,forward_backward_sparse,step_sgd,step_adam,step_sparse_sgd,step_sparse_adam"])
+        .args(["--ops", "forward,forward_backward,forward_backward_sparse,step_sgd,step_adam,step_sparse_sgd,step_sparse_adam,bag_sum,bag_mean"])
+        .args(["--bags", &BAGS.to_string(), "--bag-size", &BAG_SIZE.to_string()])
         .output()
         .expect("run the PyTorch benchmark");
     assert!(
@@ -335,6 +367,9 @@ fn torch_records(args: &Args, vocab: usize, records: &mut Vec<Record>) {
                 median_ms: v["median_ms"].as_f64().unwrap_or(f64::NAN),
                 min_ms: v["min_ms"].as_f64().unwrap_or(f64::NAN),
                 peak_rss_mb: None,
+                bags: v["bags"]
+                    .as_u64()
+                    .map(|b| (b as usize, v["bag_size"].as_u64().unwrap_or(0) as usize)),
             },
         );
     }
@@ -398,6 +433,8 @@ fn table(records: &[Record]) {
             "forward_backward",
             "step_sparse_sgd",
             "step_sparse_adam",
+            "bag_sum",
+            "bag_mean",
         ] {
             let get = |v| {
                 by_case

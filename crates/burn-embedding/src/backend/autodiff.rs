@@ -104,14 +104,28 @@ pub(super) fn deliver_weight_grad<B: EmbeddingBackend, N: Send + Sync + 'static>
     if options.sparse && weight_is_leaf {
         let d = token_grad.shape()[1];
         let device = B::float_device(&token_grad);
-        if let Some(rows) = B::embedding_grad_sparse(token_grad, indices, num_embeddings, options) {
-            pending::add::<B, _>(weight, weight_id.value, rows);
-            let marker = Tensor::<B, 2>::zeros(marker_shape(num_embeddings, d), &device);
-            grads.register::<B>(weight_id, primitive(marker));
-        }
+        let rows = B::embedding_grad_sparse(token_grad, indices, num_embeddings, options);
+        deliver_sparse_rows::<B, N>(grads, weight, weight_id, rows, num_embeddings, d, &device);
     } else {
         let dense = B::embedding_grad_dense(token_grad, indices, num_embeddings, options);
         grads.register::<B>(weight_id, dense);
+    }
+}
+
+/// Leaves `rows` pending for the weight and puts the marker in its place in `grads`.
+pub(super) fn deliver_sparse_rows<B: EmbeddingBackend, N: Send + Sync + 'static>(
+    grads: &mut Gradients,
+    weight: &std::sync::Arc<N>,
+    weight_id: burn::backend::autodiff::NodeId,
+    rows: Option<RowSparseGradient<B>>,
+    num_embeddings: usize,
+    dim: usize,
+    device: &B::Device,
+) {
+    if let Some(rows) = rows {
+        pending::add::<B, _>(weight, weight_id.value, rows);
+        let marker = Tensor::<B, 2>::zeros(marker_shape(num_embeddings, dim), device);
+        grads.register::<B>(weight_id, primitive(marker));
     }
 }
 

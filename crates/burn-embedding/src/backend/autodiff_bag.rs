@@ -11,7 +11,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
 use super::EmbeddingBackend;
-use super::autodiff::deliver_weight_grad;
+use super::autodiff::{deliver_sparse_rows, deliver_weight_grad};
 use super::reference_bag::bag_per_sample_weights_grad;
 use crate::{BagMode, EmbeddingOptions};
 
@@ -60,6 +60,32 @@ impl<B: EmbeddingBackend> Backward<B, 2> for EmbeddingBagBackward {
             grads.register::<B>(psw.id, g);
         }
         if let Some(weight) = weight {
+            let is_leaf = weight.parents.is_empty();
+            if s.options.sparse && is_leaf {
+                let d = grad.shape()[1];
+                let device = B::float_device(&grad);
+                let rows = B::embedding_bag_grad_sparse(
+                    grad,
+                    s.indices,
+                    s.bag_of,
+                    s.num_bags,
+                    s.per_sample_weights,
+                    s.max_positions,
+                    s.mode,
+                    s.num_embeddings,
+                    &s.options,
+                );
+                deliver_sparse_rows::<B, _>(
+                    grads,
+                    &weight,
+                    weight.id,
+                    rows,
+                    s.num_embeddings,
+                    d,
+                    &device,
+                );
+                return;
+            }
             let token_grad = B::embedding_bag_token_grad(
                 grad,
                 s.indices.clone(),
@@ -70,7 +96,6 @@ impl<B: EmbeddingBackend> Backward<B, 2> for EmbeddingBagBackward {
                 s.mode,
                 &s.options,
             );
-            let is_leaf = weight.parents.is_empty();
             deliver_weight_grad::<B, _>(
                 grads,
                 &weight,

@@ -134,6 +134,35 @@ pub trait EmbeddingBackend: Backend {
         )
     }
 
+    /// The row-sparse weight gradient of a bag forward: by default
+    /// [`embedding_bag_token_grad`](Self::embedding_bag_token_grad) then
+    /// [`embedding_grad_sparse`](Self::embedding_grad_sparse); a backend may fuse the two so
+    /// that no `[N, D]` tensor is made.
+    #[allow(clippy::too_many_arguments)]
+    fn embedding_bag_grad_sparse(
+        grad: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        bag_of: IntTensor<Self>,
+        num_bags: usize,
+        per_sample_weights: Option<FloatTensor<Self>>,
+        max_positions: Option<IntTensor<Self>>,
+        mode: BagMode,
+        num_embeddings: usize,
+        options: &EmbeddingOptions,
+    ) -> Option<RowSparseGradient<Self>> {
+        let token_grad = Self::embedding_bag_token_grad(
+            grad,
+            indices.clone(),
+            bag_of,
+            num_bags,
+            per_sample_weights,
+            max_positions,
+            mode,
+            options,
+        );
+        Self::embedding_grad_sparse(token_grad, indices, num_embeddings, options)
+    }
+
     /// One sparse-aware optimizer step on the rows of `rows`: `weight` `[V, D]` updated by
     /// `rule` with learning rate `lr`, and `state` advanced. O(U x D) for U rows.
     fn embedding_sparse_update(

@@ -8,6 +8,7 @@ use burn::backend::NdArray;
 use burn::backend::ndarray::{
     FloatNdArrayElement, IntNdArrayElement, NdArrayTensor, QuantElement, SharedArray,
 };
+use burn::tensor::TensorMetadata;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use ndarray::{Array, ArrayView, IxDyn};
 use rayon::prelude::*;
@@ -15,7 +16,7 @@ use rayon::prelude::*;
 use super::{EmbeddingBackend, reference};
 use crate::coalesce::Coalesced;
 use crate::optim::{RowState, SparseRule};
-use crate::{EmbeddingOptions, RowSparseGradient};
+use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
 
 /// Below this many output values one thread copies faster than a rayon fan-out.
 const PARALLEL_MIN_VALUES: usize = 1 << 16;
@@ -109,6 +110,127 @@ where
             ));
         }
         reference::backward_sparse::<Self>(grad, indices, num_embeddings, options)
+    }
+
+    fn embedding_bag_forward(
+        weight: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        bag_of: IntTensor<Self>,
+        num_bags: usize,
+        per_sample_weights: Option<FloatTensor<Self>>,
+        mode: BagMode,
+        options: &EmbeddingOptions,
+    ) -> (FloatTensor<Self>, Option<IntTensor<Self>>) {
+        // Sum and mean, fused: each row is added into its bag, no [N, D] intermediate.
+        if mode != BagMode::Max
+            && options.max_norm.is_none()
+            && let NdArrayTensor::F32(w) = &weight
+            && let (Some(table), Some(ids), Some(bags)) =
+                (w.view().as_slice(), host_ids(&indices), host_ids(&bag_of))
+            && let Some(psw) = per_sample_weights
+                .as_ref()
+                .map_or(Some(None), |p| f32_values(p).map(Some))
+        {
+            let d = w.shape()[1];
+            let mut out = vec![0.0f32; num_bags * d];
+            let mut counts = vec![0u32; num_bags];
+            for (t, (&id, &bag)) in ids.iter().zip(&bags).enumerate() {
+                if Some(id as usize) == options.padding_idx {
+                    continue;
+                }
+                counts[bag as usize] += 1;
+                let dst = &mut out[bag as usize * d..][..d];
+                let src = &table[id as usize * d..][..d];
+                match &psw {
+                    Some(psw) => dst.iter_mut().zip(src).for_each(|(o, &x)| *o += x * psw[t]),
+                    None => dst.iter_mut().zip(src).for_each(|(o, &x)| *o += x),
+                }
+            }
+            if mode == BagMode::Mean {
+                for (row, &c) in out.chunks_mut(d).zip(&counts) {
+                    let c = c.max(1) as f32;
+                    row.iter_mut().for_each(|x| *x /= c);
+                }
+            }
+            return (tensor(out, [num_bags, d]), None);
+        }
+        super::reference_bag::bag_forward::<Self>(
+            weight,
+            indices,
+            bag_of,
+            num_bags,
+            per_sample_weights,
+            mode,
+            options,
+        )
+    }
+
+    fn embedding_bag_grad_sparse(
+        grad: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        bag_of: IntTensor<Self>,
+        num_bags: usize,
+        per_sample_weights: Option<FloatTensor<Self>>,
+        max_positions: Option<IntTensor<Self>>,
+        mode: BagMode,
+        num_embeddings: usize,
+        options: &EmbeddingOptions,
+    ) -> Option<RowSparseGradient<Self>> {
+        // Sum and mean, fused: each token adds its bag's gradient straight into its id's row,
+        // no [N, D] intermediate. Same operations, in the same order, as the generic path.
+        if mode != BagMode::Max
+            && let NdArrayTensor::F32(g) = &grad
+            && let (Some(g), Some(ids), Some(bags)) =
+                (g.view().as_slice(), host_ids(&indices), host_ids(&bag_of))
+            && let Some(psw) = per_sample_weights
+                .as_ref()
+                .map_or(Some(None), |p| f32_values(p).map(Some))
+        {
+            let d = grad.shape()[1];
+            let batch = Coalesced::new(&ids, options.padding_idx);
+            if batch.unique.is_empty() {
+                return None;
+            }
+            let bag_sizes = (mode == BagMode::Mean).then(|| {
+                super::reference_bag::bag_counts(&ids, &bags, num_bags, options.padding_idx)
+            });
+            let mut values = vec![0.0f32; batch.unique.len() * d];
+            for (k, (&slot, &freq)) in batch.inverse.iter().zip(&batch.counts).enumerate() {
+                let pos = batch.kept.as_ref().map_or(k, |kept| kept[k] as usize);
+                let bag = bags[pos] as usize;
+                let dst = &mut values[slot as usize * d..][..d];
+                let src = &g[bag * d..][..d];
+                let freq = freq as f32;
+                for (o, &x) in dst.iter_mut().zip(src) {
+                    let mut t = match (&psw, &bag_sizes) {
+                        (Some(psw), _) => x * psw[pos],
+                        (None, Some(sizes)) => x / sizes[bag].max(1) as f32,
+                        (None, None) => x,
+                    };
+                    if options.scale_grad_by_freq {
+                        t /= freq;
+                    }
+                    *o += t;
+                }
+            }
+            let device = Default::default();
+            return Some(RowSparseGradient::new(
+                reference::int_tensor::<Self>(&batch.unique, &device),
+                reference::float::<Self, 2>(tensor(values, [batch.unique.len(), d])),
+                num_embeddings,
+            ));
+        }
+        let token_grad = Self::embedding_bag_token_grad(
+            grad,
+            indices.clone(),
+            bag_of,
+            num_bags,
+            per_sample_weights,
+            max_positions,
+            mode,
+            options,
+        );
+        Self::embedding_grad_sparse(token_grad, indices, num_embeddings, options)
     }
 
     fn embedding_sparse_update(
@@ -224,6 +346,14 @@ fn contiguous(array: SharedArray<f32>) -> SharedArray<f32> {
 
 fn tensor_from(array: SharedArray<f32>) -> NdArrayTensor {
     NdArrayTensor::from(array)
+}
+
+/// The values of a contiguous f32 tensor.
+fn f32_values(tensor: &NdArrayTensor) -> Option<Vec<f32>> {
+    match tensor {
+        NdArrayTensor::F32(s) => Some(s.view().iter().copied().collect()),
+        _ => None,
+    }
 }
 
 /// The indices as `i64` on the host, when they are a contiguous i64 or i32 tensor.
