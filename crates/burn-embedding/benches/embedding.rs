@@ -302,6 +302,8 @@ fn bench_vocab(args: &Args, vocab: usize, records: &mut Vec<Record>) {
         }),
     );
 
+    drop(nn);
+    drop(optim);
     // Bags: forward (1-D ids + offsets) + sum().backward() with a row-sparse gradient.
     let n = BAGS * BAG_SIZE;
     let bag_ids =
