@@ -71,7 +71,7 @@ struct DocumentBatcher;
 impl<B: Backend> Batcher<B, Document, DocumentBatch<B>> for DocumentBatcher {
     fn batch(&self, docs: Vec<Document>, device: &B::Device) -> DocumentBatch<B> {
         let mut offsets = Vec::with_capacity(docs.len());
-        let mut ids = Vec::new();
+        let mut ids: Vec<i64> = Vec::new();
         for doc in &docs {
             offsets.push(ids.len() as i64);
             ids.extend(&doc.ids);
