@@ -104,7 +104,7 @@ pub(crate) fn check_bag_options(
 ///
 /// let device = Default::default();
 /// // PyTorch's example: weight arange(1, 11).view(5, 2), input [3, 1, 1, 1, 4, 0].
-/// let weight = Tensor::<NdArray, 1>::arange(1..11, &device).float().reshape([5, 2]);
+/// let weight = Tensor::<NdArray, 1, Int>::arange(1..11, &device).float().reshape([5, 2]);
 /// let indices = Tensor::<NdArray, 1, Int>::from_ints([3, 1, 1, 1, 4, 0], &device);
 /// let offsets = Tensor::<NdArray, 1, Int>::from_ints([0, 0, 3, 3, 6], &device);
 /// let out = try_embedding_bag(weight, indices, offsets, None, false, BagMode::Sum,
