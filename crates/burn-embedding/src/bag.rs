@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 use crate::bag_functional::{check_bag_options, try_embedding_bag, try_embedding_bag_fixed};
-use crate::functional::embedding_renorm;
+use crate::functional::renorm_param;
 use crate::options::{normalize_padding_idx, validate_norm};
 use crate::{
     BagMode, EmbeddingBackend, EmbeddingError, EmbeddingOptions, NormType, RowSparseGradient,
@@ -212,19 +212,7 @@ impl<B: EmbeddingBackend> EmbeddingBag<B> {
     /// [`Embedding::renorm`](crate::Embedding::renorm)); call it before a forward to leave the
     /// stored weight as PyTorch's forward does. Does nothing without `max_norm`.
     pub fn renorm<const D: usize>(&mut self, indices: Tensor<B, D, Int>) {
-        let Some(max_norm) = self.options.max_norm else {
-            return;
-        };
-        let norm_type = self.options.norm_type.p();
-        let weight = core::mem::replace(
-            &mut self.weight,
-            Param::from_tensor(Tensor::zeros([1, 1], &indices.device())),
-        );
-        self.weight = weight.map(|w| {
-            let require_grad = w.is_require_grad();
-            embedding_renorm(w.detach(), indices, max_norm, norm_type)
-                .set_require_grad(require_grad)
-        });
+        renorm_param(&mut self.weight, indices, &self.options);
     }
 }
 

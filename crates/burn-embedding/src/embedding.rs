@@ -4,7 +4,7 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
-use crate::functional::{check_indices, check_rank, embedding_renorm, embedding_unchecked};
+use crate::functional::{check_indices, check_rank, embedding_unchecked, renorm_param};
 use crate::{
     EmbeddingBackend, EmbeddingError, EmbeddingOptions, RowSparseGradient, SparseGradients,
 };
@@ -147,19 +147,7 @@ impl<B: EmbeddingBackend> Embedding<B> {
     /// whose norm exceeds `max_norm` is rescaled to it. Does nothing without `max_norm`.
     /// Indices are assumed valid.
     pub fn renorm<const DI: usize>(&mut self, indices: Tensor<B, DI, Int>) {
-        let Some(max_norm) = self.options.max_norm else {
-            return;
-        };
-        let norm_type = self.options.norm_type.p();
-        let weight = core::mem::replace(
-            &mut self.weight,
-            Param::from_tensor(Tensor::zeros([1, 1], &indices.device())),
-        );
-        self.weight = weight.map(|w| {
-            let require_grad = w.is_require_grad();
-            embedding_renorm(w.detach(), indices, max_norm, norm_type)
-                .set_require_grad(require_grad)
-        });
+        renorm_param(&mut self.weight, indices, &self.options);
     }
 }
 

@@ -89,6 +89,24 @@ pub fn embedding_renorm<B: EmbeddingBackend, const DI: usize>(
     ))
 }
 
+/// [`embedding_renorm`] applied to a parameter: the renormalised weight keeps the parameter's
+/// id and its `require_grad` flag. Does nothing without `options.max_norm`.
+pub(crate) fn renorm_param<B: EmbeddingBackend, const DI: usize>(
+    weight: &mut burn::module::Param<Tensor<B, 2>>,
+    indices: Tensor<B, DI, Int>,
+    options: &EmbeddingOptions,
+) {
+    let Some(max_norm) = options.max_norm else {
+        return;
+    };
+    let norm_type = options.norm_type.p();
+    let placeholder = burn::module::Param::from_tensor(Tensor::zeros([1, 1], &indices.device()));
+    *weight = core::mem::replace(weight, placeholder).map(|w| {
+        let require_grad = w.is_require_grad();
+        embedding_renorm(w.detach(), indices, max_norm, norm_type).set_require_grad(require_grad)
+    });
+}
+
 /// Checks that every index lies in `0..num_embeddings`.
 ///
 /// One reduction to the minimum and maximum, read back together; only when one is out of range

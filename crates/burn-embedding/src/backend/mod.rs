@@ -150,17 +150,17 @@ pub trait EmbeddingBackend: Backend {
         num_embeddings: usize,
         options: &EmbeddingOptions,
     ) -> Option<RowSparseGradient<Self>> {
-        let token_grad = Self::embedding_bag_token_grad(
+        reference_bag::bag_grad_sparse::<Self>(
             grad,
-            indices.clone(),
+            indices,
             bag_of,
             num_bags,
             per_sample_weights,
             max_positions,
             mode,
+            num_embeddings,
             options,
-        );
-        Self::embedding_grad_sparse(token_grad, indices, num_embeddings, options)
+        )
     }
 
     /// One sparse-aware optimizer step on the rows of `rows`: `weight` `[V, D]` updated by

@@ -223,17 +223,17 @@ where
                 num_embeddings,
             ));
         }
-        let token_grad = Self::embedding_bag_token_grad(
+        super::reference_bag::bag_grad_sparse::<Self>(
             grad,
-            indices.clone(),
+            indices,
             bag_of,
             num_bags,
             per_sample_weights,
             max_positions,
             mode,
+            num_embeddings,
             options,
-        );
-        Self::embedding_grad_sparse(token_grad, indices, num_embeddings, options)
+        )
     }
 
     fn embedding_sparse_update(

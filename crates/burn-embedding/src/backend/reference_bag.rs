@@ -185,3 +185,30 @@ pub fn bag_per_sample_weights_grad<B: Backend>(
     }
     primitive(out)
 }
+
+/// The row-sparse weight gradient of a bag forward: the token gradient, then the lookup's
+/// row-sparse backward.
+#[allow(clippy::too_many_arguments)]
+pub fn bag_grad_sparse<B: super::EmbeddingBackend>(
+    grad: FloatTensor<B>,
+    indices: IntTensor<B>,
+    bag_of: IntTensor<B>,
+    num_bags: usize,
+    per_sample_weights: Option<FloatTensor<B>>,
+    max_positions: Option<IntTensor<B>>,
+    mode: BagMode,
+    num_embeddings: usize,
+    options: &EmbeddingOptions,
+) -> Option<crate::RowSparseGradient<B>> {
+    let token_grad = B::embedding_bag_token_grad(
+        grad,
+        indices.clone(),
+        bag_of,
+        num_bags,
+        per_sample_weights,
+        max_positions,
+        mode,
+        options,
+    );
+    B::embedding_grad_sparse(token_grad, indices, num_embeddings, options)
+}
