@@ -310,6 +310,19 @@ fn bench_vocab(args: &Args, vocab: usize, records: &mut Vec<Record>) {
         Tensor::<Ad, 1, Int>::from_data(TensorData::new(token_ids(vocab, n), [n]), &device);
     let offsets: Vec<i64> = (0..BAGS).map(|b| (b * BAG_SIZE) as i64).collect();
     let offsets = Tensor::<Ad, 1, Int>::from_data(TensorData::new(offsets, [BAGS]), &device);
+    // The bag forward alone, without autodiff (not a PyTorch op: for where the time goes).
+    let inner =
+        EmbeddingBag::<B>::from_pretrained(weight.clone(), true, sparse, BagMode::Sum, false)
+            .unwrap();
+    let (inner_ids, inner_offsets) = (bag_ids.clone().inner(), offsets.clone().inner());
+    rec(
+        "ours",
+        "ndarray",
+        "bag_sum_forward",
+        time(steps, || {
+            let _ = inner.forward(inner_ids.clone(), inner_offsets.clone(), None);
+        }),
+    );
     for (op, mode) in [("bag_sum", BagMode::Sum), ("bag_mean", BagMode::Mean)] {
         let bag =
             EmbeddingBag::<Ad>::from_pretrained(weight_ad.clone(), false, sparse, mode, false)
