@@ -132,28 +132,51 @@ where
                 .map_or(Some(None), |p| f32_values(p).map(Some))
         {
             let d = w.shape()[1];
-            let mut out = vec![0.0f32; num_bags * d];
-            let mut counts = vec![0u32; num_bags];
-            for (t, (&id, &bag)) in ids.iter().zip(&bags).enumerate() {
-                if let Some(&ahead) = ids.get(t + PREFETCH_DISTANCE) {
-                    prefetch_row(table, ahead as usize * d, d);
-                }
-                if Some(id as usize) == options.padding_idx {
-                    continue;
-                }
-                counts[bag as usize] += 1;
-                let dst = &mut out[bag as usize * d..][..d];
-                let src = &table[id as usize * d..][..d];
-                match &psw {
-                    Some(psw) => dst.iter_mut().zip(src).for_each(|(o, &x)| *o += x * psw[t]),
-                    None => dst.iter_mut().zip(src).for_each(|(o, &x)| *o += x),
-                }
+            // Tokens of bag b are starts[b]..starts[b + 1]: bag_of does not decrease.
+            let mut starts = vec![0usize; num_bags + 1];
+            for &bag in &bags {
+                starts[bag as usize + 1] += 1;
             }
-            if mode == BagMode::Mean {
-                for (row, &c) in out.chunks_mut(d).zip(&counts) {
-                    let c = c.max(1) as f32;
-                    row.iter_mut().for_each(|x| *x /= c);
+            for b in 0..num_bags {
+                starts[b + 1] += starts[b];
+            }
+            let mut out = vec![0.0f32; num_bags * d];
+            // Each task reduces whole bags into its own output rows, tokens in position order.
+            let reduce = |(chunk, first_bag): (&mut [f32], usize)| {
+                for (k, dst) in chunk.chunks_exact_mut(d).enumerate() {
+                    let bag = first_bag + k;
+                    let mut count = 0u32;
+                    for t in starts[bag]..starts[bag + 1] {
+                        if let Some(&ahead) = ids.get(t + PREFETCH_DISTANCE) {
+                            prefetch_row(table, ahead as usize * d, d);
+                        }
+                        let id = ids[t];
+                        if Some(id as usize) == options.padding_idx {
+                            continue;
+                        }
+                        count += 1;
+                        let src = &table[id as usize * d..][..d];
+                        match &psw {
+                            Some(psw) => {
+                                dst.iter_mut().zip(src).for_each(|(o, &x)| *o += x * psw[t])
+                            }
+                            None => dst.iter_mut().zip(src).for_each(|(o, &x)| *o += x),
+                        }
+                    }
+                    if mode == BagMode::Mean {
+                        let c = count.max(1) as f32;
+                        dst.iter_mut().for_each(|x| *x /= c);
+                    }
                 }
+            };
+            if ids.len() * d >= PARALLEL_MIN_VALUES {
+                let bags_per_task = (num_bags / 64).max(1);
+                out.par_chunks_mut(bags_per_task * d)
+                    .enumerate()
+                    .map(|(c, chunk)| (chunk, c * bags_per_task))
+                    .for_each(reduce);
+            } else {
+                reduce((&mut out, 0));
             }
             return (tensor(out, [num_bags, d]), None);
         }
