@@ -63,13 +63,12 @@ pub fn embedding_unchecked<B: EmbeddingBackend, const DI: usize, const DO: usize
     if let Err(err) = check_rank::<DI, DO>() {
         panic!("{err}");
     }
-    let index_dims = indices.dims();
-    let embedding_dim = weight.dims()[1];
-    let flat = indices.reshape([index_dims.iter().product::<usize>()]);
-    let rows = B::embedding_lookup(primitive(weight), flat.into_primitive(), options);
-    let mut dims = [embedding_dim; DO];
-    dims[..DI].copy_from_slice(&index_dims);
-    float::<B, 2>(rows).reshape(dims)
+    // The backend returns [.., D] directly: a reshape copies the output on some backends.
+    float::<B, DO>(B::embedding_lookup(
+        primitive(weight),
+        indices.into_primitive(),
+        options,
+    ))
 }
 
 /// PyTorch's `embedding_renorm_`: `weight` with each row referenced by `indices` whose

@@ -87,7 +87,7 @@ impl<B: EmbeddingBackend> Backward<B, 1> for EmbeddingBackward {
     }
 }
 
-/// Hands the weight its gradient, given the gradient of each token's row `[N, D]`: row-sparse
+/// Hands the weight its gradient, given the gradient of each token's row `[.., D]`: row-sparse
 /// (pending, with the marker in `grads`) when `sparse` and the weight is a leaf (a parameter
 /// has no parents), else dense, so that the chain rule can go on.
 #[allow(clippy::too_many_arguments)]
@@ -102,7 +102,7 @@ pub(super) fn deliver_weight_grad<B: EmbeddingBackend, N: Send + Sync + 'static>
     options: &EmbeddingOptions,
 ) {
     if options.sparse && weight_is_leaf {
-        let d = token_grad.shape()[1];
+        let d = token_grad.shape().as_slice().last().copied().unwrap_or(1);
         let device = B::float_device(&token_grad);
         let rows = B::embedding_grad_sparse(token_grad, indices, num_embeddings, options);
         deliver_sparse_rows::<B, N>(grads, weight, weight_id, rows, num_embeddings, d, &device);

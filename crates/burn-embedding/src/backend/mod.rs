@@ -28,11 +28,13 @@ mod wgpu;
 /// A backend that can run the embedding lookup and its backward.
 ///
 /// All tensors are primitives so that a backend can override a method with its own kernels.
-/// Shapes: `weight` is `[V, D]`, `indices` is the flattened batch `[N]`, `grad` is `[N, D]`.
+/// Shapes: `weight` is `[V, D]`; for the lookup and its backward `indices` has any rank `[..]`
+/// (N elements) and `grad` is `[.., D]`, so that no backend has to copy a tensor to reshape it;
+/// for the bag methods `indices` is the flattened batch `[N]`.
 /// Indices are assumed valid (`0 <= i < V`): the checked entry points in
 /// [`functional`](crate::functional) and [`Embedding`](crate::Embedding) validate them first.
 pub trait EmbeddingBackend: Backend {
-    /// Gathers the rows of `weight` named by `indices`: `[V, D], [N] -> [N, D]`.
+    /// Gathers the rows of `weight` named by `indices`: `[V, D], [..] -> [.., D]`.
     ///
     /// With `options.max_norm`, each referenced row whose norm exceeds it is rescaled before the
     /// lookup, as PyTorch does; the stored weight is left as it is (see
@@ -56,7 +58,7 @@ pub trait EmbeddingBackend: Backend {
         reference::renorm::<Self>(weight, indices, max_norm, norm_type)
     }
 
-    /// The dense weight gradient `[V, D]` of a lookup, given the output gradient `[N, D]`.
+    /// The dense weight gradient `[V, D]` of a lookup, given the output gradient `[.., D]`.
     ///
     /// The padding row gets zero; with `scale_grad_by_freq` each contribution is divided by the
     /// number of times its index occurs in `indices`.

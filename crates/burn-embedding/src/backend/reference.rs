@@ -3,7 +3,9 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{IndexingUpdateOp, Int, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{
+    IndexingUpdateOp, Int, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive,
+};
 
 use crate::coalesce::Coalesced;
 use crate::{EmbeddingOptions, RowSparseGradient};
@@ -57,14 +59,31 @@ pub fn renorm_rows<B: Backend>(rows: Tensor<B, 2>, max_norm: f64, p: f64) -> Ten
     rows * factor
 }
 
-/// Row gather, with the referenced rows renormalised first when `max_norm` is set.
+/// `[..] -> [N]`, and the shape `[.., D]` of the lookup's output.
+fn flatten_indices<B: Backend>(indices: IntTensor<B>, d: usize) -> (Tensor<B, 1, Int>, Shape) {
+    let shape = indices.shape();
+    let n = shape.num_elements();
+    let out_shape = Shape::from([shape.as_slice(), &[d]].concat());
+    (int(B::int_reshape(indices, Shape::new([n]))), out_shape)
+}
+
+/// `[.., D] -> [N, D]`.
+fn flatten_grad<B: Backend>(grad: FloatTensor<B>) -> Tensor<B, 2> {
+    let shape = grad.shape();
+    let d = shape.as_slice().last().copied().unwrap_or(1);
+    let n = shape.num_elements() / d.max(1);
+    float(B::float_reshape(grad, Shape::new([n, d])))
+}
+
+/// Row gather `[V, D], [..] -> [.., D]`, with the referenced rows renormalised first when
+/// `max_norm` is set.
 pub fn forward<B: Backend>(
     weight: FloatTensor<B>,
     indices: IntTensor<B>,
     options: &EmbeddingOptions,
 ) -> FloatTensor<B> {
     let weight = float::<B, 2>(weight);
-    let indices = int::<B, 1>(indices);
+    let (indices, out_shape) = flatten_indices::<B>(indices, weight.dims()[1]);
     let output = match options.max_norm {
         None => weight.select(0, indices),
         Some(max_norm) => {
@@ -76,7 +95,7 @@ pub fn forward<B: Backend>(
                 .select(0, int_tensor::<B>(&batch.inverse, &device))
         }
     };
-    primitive(output)
+    B::float_reshape(primitive(output), out_shape)
 }
 
 /// PyTorch's `embedding_renorm_`, returning the updated weight.
@@ -103,15 +122,15 @@ pub fn renorm<B: Backend>(
     ))
 }
 
-/// Dense backward: `[N, D] -> [V, D]`, as PyTorch's `embedding_dense_backward` decomposition.
+/// Dense backward: `[.., D] -> [V, D]`, as PyTorch's `embedding_dense_backward` decomposition.
 pub fn backward_dense<B: Backend>(
     grad: FloatTensor<B>,
     indices: IntTensor<B>,
     num_embeddings: usize,
     options: &EmbeddingOptions,
 ) -> FloatTensor<B> {
-    let mut grad = float::<B, 2>(grad);
-    let indices = int::<B, 1>(indices);
+    let mut grad = flatten_grad::<B>(grad);
+    let (indices, _) = flatten_indices::<B>(indices, 0);
     let [n, d] = grad.dims();
     let device = grad.device();
     if options.scale_grad_by_freq {
@@ -149,10 +168,11 @@ pub fn backward_sparse<B: Backend>(
     num_embeddings: usize,
     options: &EmbeddingOptions,
 ) -> Option<RowSparseGradient<B>> {
-    let grad = float::<B, 2>(grad);
+    let grad = flatten_grad::<B>(grad);
     let [_, d] = grad.dims();
     let device = grad.device();
-    let batch = Coalesced::new(&read_indices(int::<B, 1>(indices)), options.padding_idx);
+    let (indices, _) = flatten_indices::<B>(indices, 0);
+    let batch = Coalesced::new(&read_indices(indices), options.padding_idx);
     if batch.unique.is_empty() {
         return None;
     }

@@ -1,8 +1,148 @@
-//! [`EmbeddingBackend`] for the LibTorch backend.
+//! [`EmbeddingBackend`] for the LibTorch backend: libtorch's own `embedding`,
+//! `embedding_dense_backward`, `embedding_sparse_backward` (coalesced), `embedding_renorm_`
+//! and `embedding_bag`, called through tch on the tensors burn-tch holds. What libtorch lacks
+//! (a sparse gradient with `scale_grad_by_freq`, a lookup with `max_norm` that leaves the
+//! weight as it is, the bag's max mode, whose arg-max we need as positions) takes the generic
+//! [`reference`](mod@super::reference) path.
 
 use burn::backend::LibTorch;
-use burn::backend::libtorch::TchElement;
+use burn::backend::libtorch::{TchElement, TchTensor};
+use burn::tensor::ops::{FloatTensor, IntTensor};
 
-use super::EmbeddingBackend;
+use super::{EmbeddingBackend, reference, reference_bag};
+use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
 
-impl<E: TchElement> EmbeddingBackend for LibTorch<E> {}
+/// libtorch's "no padding index".
+fn padding(options: &EmbeddingOptions) -> i64 {
+    options.padding_idx.map_or(-1, |p| p as i64)
+}
+
+impl<E: TchElement> EmbeddingBackend for LibTorch<E> {
+    fn embedding_lookup(
+        weight: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        options: &EmbeddingOptions,
+    ) -> FloatTensor<Self> {
+        if options.max_norm.is_some() {
+            return reference::forward::<Self>(weight, indices, options);
+        }
+        // [V, D], [..] -> [.., D]; libtorch's index_select, no autograd (burn-tch tensors are
+        // plain tensors, and our Autodiff op records the backward).
+        TchTensor::new(tch::Tensor::embedding(
+            &weight.tensor,
+            &indices.tensor,
+            -1,
+            false,
+            false,
+        ))
+    }
+
+    fn embedding_renorm(
+        weight: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        max_norm: f64,
+        norm_type: f64,
+    ) -> FloatTensor<Self> {
+        let mut weight = weight;
+        // In place when nothing else holds the weight's storage; else on the generic path,
+        // which touches the referenced rows only (a copy would cost O(V x D)).
+        let indices = &indices.tensor;
+        match weight.mut_ops(|w| w.embedding_renorm_(indices, max_norm, norm_type)) {
+            Some(renormed) => renormed,
+            None => reference::renorm::<Self>(
+                weight,
+                TchTensor::new(indices.shallow_clone()),
+                max_norm,
+                norm_type,
+            ),
+        }
+    }
+
+    fn embedding_grad_dense(
+        grad: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        num_embeddings: usize,
+        options: &EmbeddingOptions,
+    ) -> FloatTensor<Self> {
+        TchTensor::new(tch::Tensor::embedding_dense_backward(
+            &grad.tensor,
+            &indices.tensor,
+            num_embeddings as i64,
+            padding(options),
+            options.scale_grad_by_freq,
+        ))
+    }
+
+    fn embedding_grad_sparse(
+        grad: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        num_embeddings: usize,
+        options: &EmbeddingOptions,
+    ) -> Option<RowSparseGradient<Self>> {
+        if options.scale_grad_by_freq {
+            // libtorch refuses scale_grad_by_freq with sparse gradients; we support it.
+            return reference::backward_sparse::<Self>(grad, indices, num_embeddings, options);
+        }
+        let sparse = tch::Tensor::embedding_sparse_backward(
+            &grad.tensor,
+            &indices.tensor,
+            num_embeddings as i64,
+            padding(options),
+            false,
+        )
+        .coalesce();
+        // Coalesced: sorted unique ids [1, U] and their summed rows [U, D].
+        let ids = sparse.internal_indices().squeeze_dim(0).contiguous();
+        if ids.size1().unwrap_or(0) == 0 {
+            return None;
+        }
+        let values = sparse.internal_values().contiguous();
+        Some(RowSparseGradient::new(
+            reference::int::<Self, 1>(TchTensor::new(ids)),
+            reference::float::<Self, 2>(TchTensor::new(values)),
+            num_embeddings,
+        ))
+    }
+
+    fn embedding_bag_forward(
+        weight: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        bag_of: IntTensor<Self>,
+        num_bags: usize,
+        per_sample_weights: Option<FloatTensor<Self>>,
+        mode: BagMode,
+        options: &EmbeddingOptions,
+    ) -> (FloatTensor<Self>, Option<IntTensor<Self>>) {
+        if mode == BagMode::Max || options.max_norm.is_some() {
+            return reference_bag::bag_forward::<Self>(
+                weight,
+                indices,
+                bag_of,
+                num_bags,
+                per_sample_weights,
+                mode,
+                options,
+            );
+        }
+        // Offsets of the bags from the bag of each token (non-decreasing): the first position
+        // of each bag, empty bags included.
+        let counts = tch::Tensor::zeros(
+            [num_bags as i64],
+            (tch::Kind::Int64, bag_of.tensor.device()),
+        )
+        .index_add(0, &bag_of.tensor, &bag_of.tensor.ones_like());
+        let offsets = counts.cumsum(0, tch::Kind::Int64) - &counts;
+        let (output, ..) = tch::Tensor::embedding_bag_padding_idx(
+            &weight.tensor,
+            &indices.tensor,
+            &offsets,
+            false,
+            if mode == BagMode::Sum { 0 } else { 1 },
+            false,
+            per_sample_weights.as_ref().map(|w| &w.tensor),
+            false,
+            options.padding_idx.map(|p| p as i64),
+        );
+        (TchTensor::new(output), None)
+    }
+}

@@ -1,0 +1,267 @@
+//! Our layer and burn::nn::Embedding on burn backends.
+//!
+//! Ops (`shared/bench/README.md`), plus two of ours: `forward_autodiff` (the forward on an
+//! autodiff backend, no backward: burn::nn's keeps the [V, D] weight as backward state) and
+//! `sum_backward` (burn's `sum().backward()` of a leaf of the output's shape: the part of every
+//! backward op that is burn's, not the embedding's).
+
+use std::time::Instant;
+
+use burn::backend::{Autodiff, NdArray};
+use burn::module::Param;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use burn_embedding::optim::{LazyAdamConfig, SparseSgdConfig};
+use burn_embedding::{BagMode, Embedding, EmbeddingBackend, EmbeddingBag, EmbeddingOptions};
+
+use crate::record::Record;
+use crate::{BAG_SIZE, Workload};
+
+/// Thread count for rayon (NdArray) and libtorch.
+pub fn set_threads(threads: usize) {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .ok();
+    #[cfg(feature = "tch")]
+    tch::set_num_threads(threads as i32);
+}
+
+/// Median and minimum in ms over `steps` runs, after `warmup` runs.
+pub fn time<F: FnMut()>(warmup: usize, steps: usize, mut f: F) -> (f64, f64) {
+    for _ in 0..warmup {
+        f();
+    }
+    let mut xs: Vec<f64> = (0..steps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    xs.sort_by(f64::total_cmp);
+    (xs[xs.len() / 2], xs[0])
+}
+
+/// Resets the process's peak resident set (Linux: `clear_refs` 5), so that the peak read after
+/// a case belongs to that case (plus whatever earlier cases left alive).
+fn reset_peak_rss() {
+    std::fs::write("/proc/self/clear_refs", "5").ok();
+}
+
+/// Peak resident set of the process since the last reset, in MB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Builds the records of one workload for one implementation on one backend.
+pub struct Recorder<'a, F: FnMut(Record)> {
+    pub w: &'a Workload,
+    pub implementation: &'a str,
+    pub backend: &'a str,
+    pub emit: &'a mut F,
+}
+
+impl<F: FnMut(Record)> Recorder<'_, F> {
+    pub fn record(&mut self, op: &str, (median_ms, min_ms): (f64, f64)) {
+        let bags = op.starts_with("bag_").then_some((self.w.tokens, BAG_SIZE));
+        (self.emit)(Record {
+            implementation: self.implementation.into(),
+            backend: self.backend.into(),
+            op: op.into(),
+            vocab: self.w.vocab,
+            dim: self.w.dim,
+            tokens: bags.map_or(self.w.tokens, |(b, s)| b * s),
+            bags,
+            median_ms,
+            min_ms,
+            threads: self.w.threads,
+            peak_rss_mb: peak_rss_mb(),
+        });
+        reset_peak_rss();
+    }
+
+    /// Times `f` with the workload's steps (`dense`: an op over all V x D values).
+    pub fn time(&mut self, op: &str, dense: bool, f: impl FnMut()) {
+        let (warmup, steps) = match dense {
+            true if self.w.dense_steps() < self.w.steps => (1, self.w.dense_steps()),
+            _ => (3, self.w.steps),
+        };
+        self.record(op, time(warmup, steps, f));
+    }
+}
+
+/// Ours and burn::nn on NdArray.
+pub fn ndarray(w: &Workload, emit: &mut impl FnMut(Record)) {
+    ours::<NdArray>(w, "ndarray", true, emit);
+    burn_nn(w, emit);
+}
+
+/// Ours on LibTorch (the lookup, its backwards and the bags).
+#[cfg(feature = "tch")]
+pub fn libtorch(w: &Workload, emit: &mut impl FnMut(Record)) {
+    ours::<burn::backend::LibTorch>(w, "tch", false, emit);
+}
+
+fn ours<B: EmbeddingBackend>(
+    w: &Workload,
+    backend: &str,
+    steps: bool,
+    emit: &mut impl FnMut(Record),
+) {
+    type Ad<B> = Autodiff<B>;
+    let device = Default::default();
+    let (v, d, n) = (w.vocab, w.dim, w.tokens);
+    let mut rec = Recorder {
+        w,
+        implementation: "ours",
+        backend,
+        emit,
+    };
+    reset_peak_rss();
+    let weight = Tensor::<B, 2>::random([v, d], Distribution::Normal(0.0, 1.0), &device);
+    let ids = TensorData::new(w.ids(n), [1, n]);
+
+    let inference =
+        Embedding::<B>::from_pretrained(weight.clone(), true, EmbeddingOptions::new()).unwrap();
+    let idx = Tensor::<B, 2, Int>::from_data(ids.clone(), &device);
+    rec.time("forward", false, || {
+        let _: Tensor<B, 3> = inference.forward(idx.clone());
+    });
+    drop(inference);
+
+    let idx = Tensor::<Ad<B>, 2, Int>::from_data(ids.clone(), &device);
+    let weight_ad = Tensor::<Ad<B>, 2>::from_inner(weight.clone());
+    let tracked =
+        Embedding::<Ad<B>>::from_pretrained(weight_ad.clone(), false, EmbeddingOptions::new())
+            .unwrap();
+    rec.time("forward_autodiff", false, || {
+        let _: Tensor<Ad<B>, 3> = tracked.forward(idx.clone());
+    });
+    let leaf = Tensor::<Ad<B>, 3>::zeros([1, n, d], &device).require_grad();
+    rec.time("sum_backward", false, || {
+        let _ = leaf.clone().sum().backward();
+    });
+    rec.time("forward_backward", true, || {
+        let out: Tensor<Ad<B>, 3> = tracked.forward(idx.clone());
+        let grads = out.sum().backward();
+        assert!(tracked.weight.grad(&grads).is_some());
+    });
+    drop(tracked);
+    let sparse = EmbeddingOptions::new().with_sparse(true);
+    let tracked = Embedding::<Ad<B>>::from_pretrained(weight_ad.clone(), false, sparse).unwrap();
+    rec.time("forward_backward_sparse", false, || {
+        let out: Tensor<Ad<B>, 3> = tracked.forward(idx.clone());
+        let mut grads = out.sum().backward();
+        let rows = tracked.sparse_grad_remove(&mut grads).expect("rows");
+        assert_eq!(rows.values.dims()[1], d);
+    });
+    drop(tracked);
+
+    if steps {
+        // Training steps: forward + sum().backward() + an optimizer step. The weight is copied
+        // once so that updates can work in place, as in a real training loop.
+        let fresh = || Tensor::<Ad<B>, 2>::from_inner(weight.clone().add_scalar(0.0));
+        let dense = EmbeddingOptions::new();
+        let step = |model: Embedding<Ad<B>>,
+                    optim: &mut dyn FnMut(
+            Embedding<Ad<B>>,
+            GradientsParams,
+        ) -> Embedding<Ad<B>>| {
+            let out: Tensor<Ad<B>, 3> = model.forward(idx.clone());
+            let grads = GradientsParams::from_grads(out.sum().backward(), &model);
+            optim(model, grads)
+        };
+        for (op, options) in [("step_sgd", dense), ("step_sparse_sgd", sparse)] {
+            let mut emb = Some(Embedding::from_pretrained(fresh(), false, options).unwrap());
+            let mut optim = SparseSgdConfig::new().init();
+            rec.time(op, !options.sparse, || {
+                let model = emb.take().unwrap();
+                emb = Some(step(model, &mut |m, g| optim.step(0.01, m, g)));
+            });
+        }
+        for (op, options) in [("step_adam", dense), ("step_sparse_adam", sparse)] {
+            let mut emb = Some(Embedding::from_pretrained(fresh(), false, options).unwrap());
+            let mut optim = LazyAdamConfig::new().init();
+            rec.time(op, !options.sparse, || {
+                let model = emb.take().unwrap();
+                emb = Some(step(model, &mut |m, g| optim.step(0.01, m, g)));
+            });
+        }
+    }
+
+    // Bags: `tokens` bags of BAG_SIZE ids (1-D ids + offsets) + sum().backward(), row-sparse.
+    let n = w.tokens * BAG_SIZE;
+    let bag_ids = Tensor::<Ad<B>, 1, Int>::from_data(TensorData::new(w.ids(n), [n]), &device);
+    let offsets: Vec<i64> = (0..w.tokens).map(|b| (b * BAG_SIZE) as i64).collect();
+    let offsets = Tensor::<Ad<B>, 1, Int>::from_data(TensorData::new(offsets, [w.tokens]), &device);
+    for (op, mode) in [("bag_sum", BagMode::Sum), ("bag_mean", BagMode::Mean)] {
+        let bag =
+            EmbeddingBag::<Ad<B>>::from_pretrained(weight_ad.clone(), false, sparse, mode, false)
+                .unwrap();
+        rec.time(op, false, || {
+            let out = bag.forward(bag_ids.clone(), offsets.clone(), None);
+            let mut grads = out.sum().backward();
+            assert!(bag.sparse_grad_remove(&mut grads).is_some());
+        });
+    }
+}
+
+/// burn::nn::Embedding with burn's own optimizers (it has dense gradients only).
+fn burn_nn(w: &Workload, emit: &mut impl FnMut(Record)) {
+    type B = NdArray;
+    type Ad = Autodiff<NdArray>;
+    let device = Default::default();
+    let (v, d, n) = (w.vocab, w.dim, w.tokens);
+    let mut rec = Recorder {
+        w,
+        implementation: "burn-nn",
+        backend: "ndarray",
+        emit,
+    };
+    reset_peak_rss();
+    let weight = Tensor::<B, 2>::random([v, d], Distribution::Normal(0.0, 1.0), &device);
+    let ids = TensorData::new(w.ids(n), [1, n]);
+    let idx = Tensor::<B, 2, Int>::from_data(ids.clone(), &device);
+    let inference = burn::nn::Embedding {
+        weight: Param::from_tensor(weight.clone()),
+    };
+    rec.time("forward", false, || {
+        let _ = inference.forward(idx.clone());
+    });
+    drop(inference);
+    let idx = Tensor::<Ad, 2, Int>::from_data(ids, &device);
+    let tracked = burn::nn::Embedding {
+        weight: Param::from_tensor(Tensor::<Ad, 2>::from_inner(weight.clone())),
+    };
+    rec.time("forward_autodiff", false, || {
+        let _ = tracked.forward(idx.clone());
+    });
+    rec.time("forward_backward", true, || {
+        let grads = tracked.forward(idx.clone()).sum().backward();
+        assert!(tracked.weight.grad(&grads).is_some());
+    });
+    drop(tracked);
+    let fresh = || burn::nn::Embedding {
+        weight: Param::from_tensor(Tensor::<Ad, 2>::from_inner(weight.clone().add_scalar(0.0))),
+    };
+    let mut nn = Some(fresh());
+    let mut optim = SgdConfig::new().init();
+    rec.time("step_sgd", true, || {
+        let model = nn.take().unwrap();
+        let grads =
+            GradientsParams::from_grads(model.forward(idx.clone()).sum().backward(), &model);
+        nn = Some(optim.step(0.01, model, grads));
+    });
+    let mut nn = Some(fresh());
+    let mut optim = AdamConfig::new().init();
+    rec.time("step_adam", true, || {
+        let model = nn.take().unwrap();
+        let grads =
+            GradientsParams::from_grads(model.forward(idx.clone()).sum().backward(), &model);
+        nn = Some(optim.step(0.01, model, grads));
+    });
+}

@@ -1,0 +1,166 @@
+//! `cargo xtask bench`: our layer beside `burn::nn::Embedding`, PyTorch and tch-rs, in one run.
+//!
+//! Ops and the record format: `shared/bench/README.md` (and [`cases`]). Every (V, D, tokens)
+//! of the matrix runs ours and burn::nn on NdArray / Autodiff<NdArray>, and with the `tch`
+//! feature ours on LibTorch and tch's own `Tensor::embedding`; PyTorch runs in a subprocess
+//! with the same thread count. Prints the JSON records and a markdown table of medians, and
+//! writes both plus two plots (time against tokens and against V, log scale) under
+//! `--out` (default `target/bench`). `--quick`: the D = 128, 4096-token subset, 10 steps.
+
+mod cases;
+mod plot;
+mod record;
+#[cfg(feature = "tch")]
+mod tch_rs;
+mod torch;
+
+use std::path::PathBuf;
+
+use record::Record;
+
+/// What to measure.
+pub struct Args {
+    pub vocabs: Vec<usize>,
+    pub dims: Vec<usize>,
+    pub tokens: Vec<usize>,
+    pub steps: usize,
+    pub threads: usize,
+    pub python: Option<String>,
+    pub torch_script: Option<String>,
+    pub out: PathBuf,
+}
+
+/// One point of the matrix.
+#[derive(Clone, Copy, Debug)]
+pub struct Workload {
+    pub vocab: usize,
+    pub dim: usize,
+    pub tokens: usize,
+    pub steps: usize,
+    pub threads: usize,
+}
+
+impl Workload {
+    /// Token ids `i * 2654435761 mod V`: a fixed spread over the whole vocabulary.
+    pub fn ids(&self, n: usize) -> Vec<i64> {
+        (0..n as u64)
+            .map(|i| (i * 2654435761 % self.vocab as u64) as i64)
+            .collect()
+    }
+
+    /// Timed repetitions of an op that touches all `V x D` values (dense gradients and
+    /// optimizers): fewer where one rep takes seconds.
+    pub fn dense_steps(&self) -> usize {
+        match self.vocab * self.dim {
+            n if n >= 100_000_000 => (self.steps / 10).max(2),
+            n if n >= 10_000_000 => (self.steps / 4).max(3),
+            _ => self.steps,
+        }
+    }
+}
+
+/// Bags of the bag ops: `tokens` bags of this many ids.
+pub const BAG_SIZE: usize = 20;
+
+fn parse_args() -> Args {
+    let list = |s: String| -> Vec<usize> {
+        s.split(',')
+            .map(|v| v.parse().unwrap_or_else(|_| panic!("not a number: {v:?}")))
+            .collect()
+    };
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut args = Args {
+        vocabs: vec![32_000, 1_000_000],
+        dims: vec![64, 128, 512],
+        tokens: vec![512, 4096, 32768],
+        steps: 20,
+        threads: 2,
+        python: None,
+        torch_script: None,
+        out: root.join("target/bench"),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(arg) = it.next() {
+        let mut value = || it.next().unwrap_or_else(|| panic!("{arg} needs a value"));
+        match arg.as_str() {
+            "--vocab" => args.vocabs = list(value()),
+            "--dim" => args.dims = list(value()),
+            "--tokens" => args.tokens = list(value()),
+            "--steps" => args.steps = value().parse().expect("--steps N"),
+            "--threads" => args.threads = value().parse().expect("--threads N"),
+            "--python" => args.python = Some(value()),
+            "--torch-script" => args.torch_script = Some(value()),
+            "--out" => args.out = PathBuf::from(value()),
+            "--quick" => {
+                args.dims = vec![128];
+                args.tokens = vec![4096];
+                args.steps = 10;
+            }
+            "--bench" => {} // passed by cargo bench
+            other => panic!(
+                "unknown argument {other:?} (known: --quick --vocab --dim --tokens --steps --threads --python --torch-script --out)"
+            ),
+        }
+    }
+    args
+}
+
+fn machine() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l[l.find(':').map_or(0, |i| i + 2)..].to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+fn main() {
+    let args = parse_args();
+    let machine = format!("{}, {} threads", machine(), args.threads);
+    eprintln!(
+        "bench: {machine}; V {:?}, D {:?}, tokens {:?}, {} steps",
+        args.vocabs, args.dims, args.tokens, args.steps
+    );
+    cases::set_threads(args.threads);
+    let mut records: Vec<Record> = Vec::new();
+    let mut emit = |r: Record| {
+        println!("{}", r.json());
+        records.push(r);
+    };
+    for &vocab in &args.vocabs {
+        for &dim in &args.dims {
+            for &tokens in &args.tokens {
+                let w = Workload {
+                    vocab,
+                    dim,
+                    tokens,
+                    steps: args.steps,
+                    threads: args.threads,
+                };
+                cases::ndarray(&w, &mut emit);
+                #[cfg(feature = "tch")]
+                {
+                    cases::libtorch(&w, &mut emit);
+                    tch_rs::run(&w, &mut emit);
+                }
+                torch::run(&args, &w, &mut emit);
+            }
+        }
+    }
+    let table = record::table(&records);
+    println!("\n{table}");
+    std::fs::create_dir_all(&args.out).expect("create the output directory");
+    let jsonl: String = records.iter().map(|r| r.json() + "\n").collect();
+    let write = |name: &str, text: &str| {
+        let path = args.out.join(name);
+        std::fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+        eprintln!("bench: wrote {}", path.display());
+    };
+    write("records.jsonl", &jsonl);
+    write("table.md", &format!("Machine: {machine}\n\n{table}"));
+    for (name, svg) in plot::plots(&records, &machine) {
+        write(&name, &svg);
+    }
+}
