@@ -5,7 +5,7 @@ use burn_embedding_conformance::report::Tol;
 
 #[cfg(feature = "ndarray")]
 mod training;
-use burn_embedding_conformance::{bag_cases, embedding_cases, optimizer_cases};
+use burn_embedding_conformance::{bag_cases, determinism, embedding_cases, optimizer_cases};
 
 #[cfg(feature = "ndarray")]
 mod ndarray {
@@ -25,6 +25,18 @@ mod ndarray {
     #[test]
     fn golden_bag() {
         bag_cases::run::<NdArray>("ndarray-bag", &Default::default(), Tol::DEFAULT);
+    }
+
+    /// Bit-identical backwards over runs alternating 1 and 2 worker threads.
+    #[test]
+    fn deterministic_backward() {
+        determinism::check("ndarray", 4, |run| {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(1 + run % 2)
+                .build()
+                .expect("a thread pool");
+            pool.install(|| determinism::gradients::<NdArray>(&Default::default()))
+        });
     }
 }
 
@@ -47,6 +59,13 @@ mod wgpu {
     fn golden_bag() {
         bag_cases::run::<Wgpu>("wgpu-bag", &Default::default(), Tol::LOOSE);
     }
+
+    #[test]
+    fn deterministic_backward() {
+        determinism::check("wgpu", 3, |_| {
+            determinism::gradients::<Wgpu>(&Default::default())
+        });
+    }
 }
 
 #[cfg(feature = "tch")]
@@ -68,5 +87,12 @@ mod tch {
     #[test]
     fn golden_bag() {
         bag_cases::run::<LibTorch<f32>>("tch-bag", &LibTorchDevice::Cpu, Tol::DEFAULT);
+    }
+
+    #[test]
+    fn deterministic_backward() {
+        determinism::check("tch", 3, |_| {
+            determinism::gradients::<LibTorch<f32>>(&LibTorchDevice::Cpu)
+        });
     }
 }
