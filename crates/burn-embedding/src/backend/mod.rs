@@ -17,6 +17,8 @@ pub mod reference_bag;
 
 mod autodiff;
 mod autodiff_bag;
+#[cfg(any(feature = "ndarray", feature = "tch"))]
+mod cpu;
 #[cfg(feature = "ndarray")]
 mod ndarray;
 mod pending;

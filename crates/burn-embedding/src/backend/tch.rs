@@ -3,14 +3,24 @@
 //! and `embedding_bag`, called through tch on the tensors burn-tch holds. What libtorch lacks
 //! (a sparse gradient with `scale_grad_by_freq`, a lookup with `max_norm` that leaves the
 //! weight as it is, the bag's max mode, whose arg-max we need as positions) takes the generic
-//! [`reference`](mod@super::reference) path.
+//! [`reference`](mod@super::reference) path. The sparse bag backward on the CPU runs the
+//! [`cpu`](super::cpu) kernel on the tensors' values: libtorch's own returns an uncoalesced
+//! gradient, and its `coalesce` of 82k rows measured 3-6x the rest of a bag step.
 
 use burn::backend::LibTorch;
 use burn::backend::libtorch::{TchElement, TchTensor};
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
-use super::{EmbeddingBackend, reference, reference_bag};
+use super::{EmbeddingBackend, cpu, reference, reference_bag};
 use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
+
+/// The values of a CPU tensor as f32, flattened, in logical order.
+fn host_values<T: tch::kind::Element + Copy>(tensor: &tch::Tensor) -> Option<Vec<T>> {
+    if tensor.device() != tch::Device::Cpu {
+        return None;
+    }
+    Vec::<T>::try_from(tensor.flatten(0, -1)).ok()
+}
 
 /// libtorch's "no padding index".
 fn padding(options: &EmbeddingOptions) -> i64 {
@@ -144,5 +154,52 @@ impl<E: TchElement> EmbeddingBackend for LibTorch<E> {
             options.padding_idx.map(|p| p as i64),
         );
         (TchTensor::new(output), None)
+    }
+
+    fn embedding_bag_grad_sparse(
+        grad: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        bag_of: IntTensor<Self>,
+        num_bags: usize,
+        per_sample_weights: Option<FloatTensor<Self>>,
+        max_positions: Option<IntTensor<Self>>,
+        mode: BagMode,
+        num_embeddings: usize,
+        options: &EmbeddingOptions,
+    ) -> Option<RowSparseGradient<Self>> {
+        let d = grad.tensor.size().last().copied().unwrap_or(0) as usize;
+        if mode != BagMode::Max
+            && grad.tensor.kind() == tch::Kind::Float
+            && let (Some(g), Some(ids), Some(bags)) = (
+                host_values::<f32>(&grad.tensor),
+                host_values::<i64>(&indices.tensor),
+                host_values::<i64>(&bag_of.tensor),
+            )
+            && let Some(psw) = per_sample_weights
+                .as_ref()
+                .map_or(Some(None), |p| host_values::<f32>(&p.tensor).map(Some))
+        {
+            let (unique, values) =
+                cpu::bag_grad_rows(&g, d, &ids, &bags, num_bags, psw.as_deref(), mode, options)?;
+            let rows = unique.len() as i64;
+            return Some(RowSparseGradient::new(
+                reference::int::<Self, 1>(TchTensor::new(tch::Tensor::from_slice(&unique))),
+                reference::float::<Self, 2>(TchTensor::new(
+                    tch::Tensor::from_slice(&values).view([rows, d as i64]),
+                )),
+                num_embeddings,
+            ));
+        }
+        reference_bag::bag_grad_sparse::<Self>(
+            grad,
+            indices,
+            bag_of,
+            num_bags,
+            per_sample_weights,
+            max_positions,
+            mode,
+            num_embeddings,
+            options,
+        )
     }
 }

@@ -1,0 +1,137 @@
+//! Kernels on host slices shared by the CPU backends (NdArray's storage, libtorch's CPU tensors):
+//! the row-sparse accumulation of the lookup and bag backwards, and output buffers.
+
+use rayon::prelude::*;
+
+use crate::coalesce::Coalesced;
+use crate::{BagMode, EmbeddingOptions};
+
+/// Below this many output values one thread copies faster than a rayon fan-out.
+pub const PARALLEL_MIN_VALUES: usize = 1 << 16;
+
+/// The row-sparse weight gradient of a sum or mean bag: `(unique ids, [U, d] rows)` from the
+/// output gradient `grad` `[num_bags, d]`, or `None` when no row is touched. Each token adds its
+/// bag's gradient (times its per-sample weight, or over its bag's size, then over its id's
+/// count with `scale_grad_by_freq`) into its id's row: no [N, d] intermediate, the same
+/// operations in the same order as the generic path.
+#[allow(clippy::too_many_arguments)]
+pub fn bag_grad_rows(
+    grad: &[f32],
+    d: usize,
+    ids: &[i64],
+    bags: &[i64],
+    num_bags: usize,
+    per_sample_weights: Option<&[f32]>,
+    mode: BagMode,
+    options: &EmbeddingOptions,
+) -> Option<(Vec<i64>, Vec<f32>)> {
+    assert!(
+        mode != BagMode::Max,
+        "the max mode's gradient follows its arg-max"
+    );
+    let batch = Coalesced::new(ids, options.padding_idx);
+    if batch.unique.is_empty() {
+        return None;
+    }
+    let bag_sizes = (mode == BagMode::Mean)
+        .then(|| super::reference_bag::bag_counts(ids, bags, num_bags, options.padding_idx));
+    let by_freq = options.scale_grad_by_freq;
+    let values = accumulate_rows(&batch, d, |dst, pos, freq, first| {
+        let bag = bags[pos] as usize;
+        let src = &grad[bag * d..][..d];
+        // One loop per case, so that each is a plain vector loop.
+        let size = |bag: usize| bag_sizes.as_ref().map(|s| s[bag].max(1) as f32);
+        match (
+            per_sample_weights.map(|p| p[pos]),
+            size(bag),
+            by_freq.then_some(freq as f32),
+        ) {
+            (Some(w), _, None) => add_row(dst, src, first, |x| x * w),
+            (Some(w), _, Some(f)) => add_row(dst, src, first, |x| x * w / f),
+            (None, Some(n), None) => add_row(dst, src, first, |x| x / n),
+            (None, Some(n), Some(f)) => add_row(dst, src, first, |x| x / n / f),
+            (None, None, None) => add_row(dst, src, first, |x| x),
+            (None, None, Some(f)) => add_row(dst, src, first, |x| x / f),
+        }
+    });
+    Some((batch.unique, values))
+}
+
+/// One row per unique id of `batch`: row `u` is the sum of `add(row, position, count, first)`
+/// over the positions of `unique[u]`, in position order (`count`: how often the id occurs;
+/// `first`: the row is still zero, see [`add_row`]). Tasks own whole output rows, so the sums
+/// are bit-identical on any number of threads, and the rows are written in order instead of
+/// scattered over the whole [U, D] buffer.
+pub fn accumulate_rows<F>(batch: &Coalesced, d: usize, add: F) -> Vec<f32>
+where
+    F: Fn(&mut [f32], usize, u32, bool) + Sync,
+{
+    let mut values = output_buffer(batch.unique.len() * d);
+    let sum = |(chunk, first_slot): (&mut [f32], usize)| {
+        for (k, dst) in chunk.chunks_exact_mut(d).enumerate() {
+            let slot = first_slot + k;
+            let (start, end) = (batch.slot_starts[slot], batch.slot_starts[slot + 1]);
+            for (i, &pos) in batch.grouped[start as usize..end as usize]
+                .iter()
+                .enumerate()
+            {
+                add(dst, pos as usize, end - start, i == 0);
+            }
+        }
+    };
+    if batch.grouped.len() * d >= PARALLEL_MIN_VALUES {
+        let slots_per_task = (batch.unique.len() / 64).max(1);
+        values
+            .par_chunks_mut(slots_per_task * d)
+            .enumerate()
+            .map(|(c, chunk)| (chunk, c * slots_per_task))
+            .for_each(sum);
+    } else {
+        sum((&mut values, 0));
+    }
+    values
+}
+
+/// `dst += f(src)`, elementwise. When `first`, `dst` is known to be zero and is written without
+/// being read (`0.0 + x` is the same float as the add): a first access that writes lets the
+/// kernel map a fresh page once, where a read would map the zero page and fault again on write.
+#[inline(always)]
+pub fn add_row(dst: &mut [f32], src: &[f32], first: bool, f: impl Fn(f32) -> f32) {
+    if first {
+        dst.iter_mut().zip(src).for_each(|(o, &x)| *o = 0.0 + f(x));
+    } else {
+        dst.iter_mut().zip(src).for_each(|(o, &x)| *o += f(x));
+    }
+}
+
+/// Below this size a buffer is not worth a huge-page request.
+const HUGE_PAGE_MIN_BYTES: usize = 8 << 20;
+
+/// A zeroed buffer of `len` floats that the caller writes in full. A large one is backed by
+/// huge pages where the kernel allows it: a fresh buffer of tens of MB (the [U, D] rows of a
+/// bag step at V = 1M: 42 MB) otherwise takes one page fault per 4 KiB on first touch, which
+/// measured half of that step's time on a 2-core VM.
+pub fn output_buffer(len: usize) -> Vec<f32> {
+    // A large vec![0.0; n] is a fresh zeroed mapping, not yet touched: advice still applies.
+    let values = vec![0.0f32; len];
+    advise_huge_pages(values.as_ptr().cast(), len * size_of::<f32>());
+    values
+}
+
+/// Asks for huge pages under `bytes` bytes from `start`, when there are enough of them.
+pub fn advise_huge_pages(start: *const u8, bytes: usize) {
+    #[cfg(target_os = "linux")]
+    if bytes >= HUGE_PAGE_MIN_BYTES {
+        const HUGE_PAGE: usize = 2 << 20;
+        let first = (start as usize).next_multiple_of(HUGE_PAGE);
+        let end = (start as usize + bytes) / HUGE_PAGE * HUGE_PAGE;
+        if end > first {
+            // SAFETY: the range lies inside the caller's allocation; MADV_HUGEPAGE changes how
+            // its pages are backed, never their contents. A kernel without THP returns an
+            // error, which leaves the memory as it was.
+            unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE) };
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (start, bytes);
+}
