@@ -38,6 +38,11 @@ mod ndarray {
             pool.install(|| determinism::gradients::<NdArray>(&Default::default()))
         });
     }
+
+    #[test]
+    fn nondeterministic_backward() {
+        determinism::check_nondeterministic::<NdArray>("ndarray", &Default::default());
+    }
 }
 
 #[cfg(feature = "wgpu")]
@@ -65,6 +70,11 @@ mod wgpu {
         determinism::check("wgpu", 3, |_| {
             determinism::gradients::<Wgpu>(&Default::default())
         });
+    }
+
+    #[test]
+    fn nondeterministic_backward() {
+        determinism::check_nondeterministic::<Wgpu>("wgpu", &Default::default());
     }
 }
 
@@ -94,5 +104,10 @@ mod tch {
         determinism::check("tch", 3, |_| {
             determinism::gradients::<LibTorch<f32>>(&LibTorchDevice::Cpu)
         });
+    }
+
+    #[test]
+    fn nondeterministic_backward() {
+        determinism::check_nondeterministic::<LibTorch<f32>>("tch", &LibTorchDevice::Cpu);
     }
 }

@@ -148,8 +148,9 @@ fn golden() -> Result<(), String> {
 fn bench(args: &[String]) -> Result<(), String> {
     let env = Env::new();
     setup::torch_venv(&env)?;
+    setup::lavapipe()?;
     let mut cmd = env.cargo(true);
-    cmd.args(["bench", "-p", "burn-embedding", "--features", "tch"])
+    cmd.args(["bench", "-p", "burn-embedding", "--features", "tch,wgpu"])
         .args(["--bench", "embedding", "--"])
         .arg("--python")
         .arg(env.python())

@@ -38,6 +38,10 @@ pub struct EmbeddingBagConfig {
     /// Row-sparse gradients (mode max included, which PyTorch refuses).
     #[config(default = false)]
     pub sparse: bool,
+    /// Bit-identical backward on every run (see
+    /// [`EmbeddingOptions::deterministic`](crate::EmbeddingOptions::deterministic)).
+    #[config(default = true)]
+    pub deterministic: bool,
     /// The offsets have one more entry, the end of the last bag (CSR).
     #[config(default = false)]
     pub include_last_offset: bool,
@@ -62,6 +66,7 @@ impl EmbeddingBagConfig {
             norm_type: self.norm_type,
             scale_grad_by_freq: self.scale_grad_by_freq,
             sparse: self.sparse,
+            deterministic: self.deterministic,
         };
         check_bag_options(self.mode, &options, None)?;
         Ok(options)

@@ -41,6 +41,10 @@ pub struct EmbeddingConfig {
     /// Produce row-sparse gradients (see [`RowSparseGradient`](crate::RowSparseGradient)).
     #[config(default = false)]
     pub sparse: bool,
+    /// Bit-identical backward on every run (see
+    /// [`EmbeddingOptions::deterministic`](crate::EmbeddingOptions::deterministic)).
+    #[config(default = true)]
+    pub deterministic: bool,
     /// Initializer of the weight, N(0, 1) as in PyTorch.
     #[config(default = "Initializer::Normal{mean: 0.0, std: 1.0}")]
     pub initializer: Initializer,
@@ -62,6 +66,7 @@ impl EmbeddingConfig {
             norm_type: self.norm_type,
             scale_grad_by_freq: self.scale_grad_by_freq,
             sparse: self.sparse,
+            deterministic: self.deterministic,
         })
     }
 

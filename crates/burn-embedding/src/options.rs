@@ -91,6 +91,11 @@ pub struct EmbeddingOptions {
     pub scale_grad_by_freq: bool,
     /// Produce a row-sparse gradient (only the rows the batch touched) instead of a dense one.
     pub sparse: bool,
+    /// Make the backward the same bits on every run (the default). Turning it off lets a
+    /// backend add gradient rows in whatever order its threads finish (wgpu: float atomics
+    /// for the dense gradient, with no host round trip); the CPU backends are deterministic
+    /// either way, at no cost.
+    pub deterministic: bool,
 }
 
 impl Default for EmbeddingOptions {
@@ -100,7 +105,7 @@ impl Default for EmbeddingOptions {
 }
 
 impl EmbeddingOptions {
-    /// Plain lookup: no padding row, no renormalisation, dense unscaled gradient.
+    /// Plain lookup: no padding row, no renormalisation, dense unscaled deterministic gradient.
     pub const fn new() -> Self {
         Self {
             padding_idx: None,
@@ -108,6 +113,7 @@ impl EmbeddingOptions {
             norm_type: NormType::L2,
             scale_grad_by_freq: false,
             sparse: false,
+            deterministic: true,
         }
     }
 
@@ -138,6 +144,12 @@ impl EmbeddingOptions {
     /// Sets `sparse`.
     pub const fn with_sparse(mut self, sparse: bool) -> Self {
         self.sparse = sparse;
+        self
+    }
+
+    /// Sets `deterministic`.
+    pub const fn with_deterministic(mut self, deterministic: bool) -> Self {
+        self.deterministic = deterministic;
         self
     }
 

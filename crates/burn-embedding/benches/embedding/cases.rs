@@ -94,26 +94,71 @@ impl<F: FnMut(Record)> Recorder<'_, F> {
     }
 }
 
+/// What [`ours`] times besides the lookup, its backwards and the bags.
+#[derive(Clone, Copy)]
+struct Extras {
+    /// The optimizer steps.
+    steps: bool,
+    /// `forward_backward_nondeterministic`: the dense backward with `deterministic` off.
+    nondeterministic: bool,
+}
+
 /// Ours and burn::nn on NdArray.
 pub fn ndarray(w: &Workload, emit: &mut impl FnMut(Record)) {
-    ours::<NdArray>(w, "ndarray", true, emit);
+    let extras = Extras {
+        steps: true,
+        nondeterministic: false,
+    };
+    ours::<NdArray>(w, "ndarray", extras, emit);
     burn_nn(w, emit);
 }
 
 /// Ours on LibTorch (the lookup, its backwards and the bags).
 #[cfg(feature = "tch")]
 pub fn libtorch(w: &Workload, emit: &mut impl FnMut(Record)) {
-    ours::<burn::backend::LibTorch>(w, "tch", false, emit);
+    let extras = Extras {
+        steps: false,
+        nondeterministic: false,
+    };
+    ours::<burn::backend::LibTorch>(w, "tch", extras, emit);
+}
+
+/// The largest buffer lavapipe (the CPU Vulkan driver CI runs wgpu on) binds: 128 MiB.
+#[cfg(feature = "wgpu")]
+const WGPU_MAX_BUFFER_BYTES: usize = 128 << 20;
+
+/// Ours on wgpu, with the dense backward also timed nondeterministic (float atomics), where
+/// the `[V, D]` table fits one buffer.
+#[cfg(feature = "wgpu")]
+pub fn wgpu(w: &Workload, emit: &mut impl FnMut(Record)) {
+    let bytes = w.vocab * w.dim * size_of::<f32>();
+    if bytes > WGPU_MAX_BUFFER_BYTES {
+        eprintln!(
+            "bench: wgpu skipped at V = {}, D = {}: the {} MiB table is over the 128 MiB buffer limit",
+            w.vocab,
+            w.dim,
+            bytes >> 20
+        );
+        return;
+    }
+    let extras = Extras {
+        steps: false,
+        nondeterministic: true,
+    };
+    ours::<burn::backend::Wgpu>(w, "wgpu", extras, emit);
 }
 
 fn ours<B: EmbeddingBackend>(
     w: &Workload,
     backend: &str,
-    steps: bool,
+    extras: Extras,
     emit: &mut impl FnMut(Record),
 ) {
     type Ad<B> = Autodiff<B>;
     let device = Default::default();
+    // Waits for the device's queued work (a no-op on the CPU backends), so that an
+    // asynchronous backend is timed for its work and not for queueing it.
+    let sync = || B::sync(&device).expect("the device finishes its work");
     let (v, d, n) = (w.vocab, w.dim, w.tokens);
     let mut rec = Recorder {
         w,
@@ -130,6 +175,7 @@ fn ours<B: EmbeddingBackend>(
     let idx = Tensor::<B, 2, Int>::from_data(ids.clone(), &device);
     rec.time("forward", false, || {
         let _: Tensor<B, 3> = inference.forward(idx.clone());
+        sync();
     });
     drop(inference);
 
@@ -140,17 +186,31 @@ fn ours<B: EmbeddingBackend>(
             .unwrap();
     rec.time("forward_autodiff", false, || {
         let _: Tensor<Ad<B>, 3> = tracked.forward(idx.clone());
+        sync();
     });
     let leaf = Tensor::<Ad<B>, 3>::zeros([1, n, d], &device).require_grad();
     rec.time("sum_backward", false, || {
         let _ = leaf.clone().sum().backward();
+        sync();
     });
     rec.time("forward_backward", true, || {
         let out: Tensor<Ad<B>, 3> = tracked.forward(idx.clone());
         let grads = out.sum().backward();
         assert!(tracked.weight.grad(&grads).is_some());
+        sync();
     });
     drop(tracked);
+    if extras.nondeterministic {
+        let options = EmbeddingOptions::new().with_deterministic(false);
+        let tracked =
+            Embedding::<Ad<B>>::from_pretrained(weight_ad.clone(), false, options).unwrap();
+        rec.time("forward_backward_nondeterministic", true, || {
+            let out: Tensor<Ad<B>, 3> = tracked.forward(idx.clone());
+            let grads = out.sum().backward();
+            assert!(tracked.weight.grad(&grads).is_some());
+            sync();
+        });
+    }
     let sparse = EmbeddingOptions::new().with_sparse(true);
     let tracked = Embedding::<Ad<B>>::from_pretrained(weight_ad.clone(), false, sparse).unwrap();
     rec.time("forward_backward_sparse", false, || {
@@ -158,10 +218,11 @@ fn ours<B: EmbeddingBackend>(
         let mut grads = out.sum().backward();
         let rows = tracked.sparse_grad_remove(&mut grads).expect("rows");
         assert_eq!(rows.values.dims()[1], d);
+        sync();
     });
     drop(tracked);
 
-    if steps {
+    if extras.steps {
         // Training steps: forward + sum().backward() + an optimizer step. The weight is copied
         // once so that updates can work in place, as in a real training loop.
         let fresh = || Tensor::<Ad<B>, 2>::from_inner(weight.clone().add_scalar(0.0));
@@ -206,6 +267,7 @@ fn ours<B: EmbeddingBackend>(
             let out = bag.forward(bag_ids.clone(), offsets.clone(), None);
             let mut grads = out.sum().backward();
             assert!(bag.sparse_grad_remove(&mut grads).is_some());
+            sync();
         });
     }
 }

@@ -2,7 +2,8 @@
 //!
 //! Ops and the record format: `shared/bench/README.md` (and [`cases`]). Every (V, D, tokens)
 //! of the matrix runs ours and burn::nn on NdArray / Autodiff<NdArray>, and with the `tch`
-//! feature ours on LibTorch and tch's own `Tensor::embedding`; PyTorch runs in a subprocess
+//! feature ours on LibTorch and tch's own `Tensor::embedding`, with the `wgpu` feature ours on
+//! wgpu (its dense backward also with `deterministic` off); PyTorch runs in a subprocess
 //! with the same thread count. Prints the JSON records and a markdown table of medians, and
 //! writes both plus two plots (time against tokens and against V, log scale) under
 //! `--out` (default `target/bench`). `--quick`: the D = 128, 4096-token subset, 10 steps.
@@ -145,6 +146,8 @@ fn main() {
                     cases::libtorch(&w, &mut emit);
                     tch_rs::run(&w, &mut emit);
                 }
+                #[cfg(feature = "wgpu")]
+                cases::wgpu(&w, &mut emit);
                 torch::run(&args, &w, &mut emit);
             }
         }

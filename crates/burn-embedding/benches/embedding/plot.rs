@@ -7,7 +7,9 @@ use std::fmt::Write;
 
 use crate::record::{OPS, Record, SERIES};
 
-const COLORS: [&str; 5] = ["#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e"];
+const COLORS: [&str; SERIES.len()] = [
+    "#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b",
+];
 const PANEL_W: f64 = 280.0;
 const PANEL_H: f64 = 200.0;
 const COLUMNS: usize = 4;

@@ -44,14 +44,22 @@ impl Record {
 }
 
 /// The series of the table, in column order.
-pub const SERIES: [&str; 5] = ["ours", "burn-nn", "torch", "tch-rs", "ours (tch)"];
+pub const SERIES: [&str; 6] = [
+    "ours",
+    "burn-nn",
+    "torch",
+    "tch-rs",
+    "ours (tch)",
+    "ours (wgpu)",
+];
 
 /// Ops in table order; the `sparse` steps of burn::nn are its dense ones (it has no other).
-pub const OPS: [&str; 11] = [
+pub const OPS: [&str; 12] = [
     "forward",
     "forward_autodiff",
     "sum_backward",
     "forward_backward",
+    "forward_backward_nondeterministic",
     "forward_backward_sparse",
     "step_sgd",
     "step_adam",

@@ -19,13 +19,13 @@ mod autodiff;
 mod autodiff_bag;
 #[cfg(any(feature = "ndarray", feature = "tch"))]
 mod cpu;
+#[cfg(feature = "wgpu")]
+mod cube;
 #[cfg(feature = "ndarray")]
 mod ndarray;
 mod pending;
 #[cfg(feature = "tch")]
 mod tch;
-#[cfg(feature = "wgpu")]
-mod wgpu;
 
 /// A backend that can run the embedding lookup and its backward.
 ///
