@@ -105,6 +105,7 @@ mod tests {
         assert_eq!(config.max_norm, None);
         assert_eq!(config.norm_type, NormType(2.0));
         assert!(!config.scale_grad_by_freq && !config.sparse);
+        assert!(config.deterministic);
     }
 
     #[test]

@@ -9,8 +9,11 @@
 //!   [`Embedding::from_pretrained`], and index tensors of any rank (`[..] -> [.., D]`).
 //! - [`embedding`]: the same lookup as a function of a weight tensor.
 //! - [`EmbeddingBackend`]: the backend extension trait holding the forward and the backward.
-//!   It is implemented for ndarray, wgpu and LibTorch (cargo features `ndarray`, `wgpu`, `tch`)
-//!   and for `Autodiff<B, C>`, where the backward is a custom burn-autodiff op.
+//!   It is implemented for ndarray, wgpu (burn's `CubeBackend` and `Fusion<CubeBackend>`) and
+//!   LibTorch (cargo features `ndarray`, `wgpu`, `tch`), each with its own fast paths, and for
+//!   `Autodiff<B, C>`, where the backward is a custom burn-autodiff op.
+//! - [`EmbeddingOptions::deterministic`] (on by default): a backward that is the same bits on
+//!   every run; off, wgpu adds the dense gradient with float atomics.
 //! - [`EmbeddingBag`] / [`EmbeddingBagConfig`]: bags of ids reduced by sum, mean or max (CSR
 //!   offsets or fixed-length rows, `per_sample_weights`, padding), on the same trait and
 //!   backward, with row-sparse gradients.
