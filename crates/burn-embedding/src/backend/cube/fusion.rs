@@ -10,7 +10,8 @@ use burn_fusion::stream::{Operation, OperationStreams};
 use burn_fusion::{Fusion, FusionBackend, FusionRuntime};
 use burn_ir::{CustomOpIr, HandleContainer, OperationIr, OperationOutput, TensorIr};
 
-use super::{RowKernels, bag_forward, grad_dense, grad_sparse};
+use super::segments::Segments;
+use super::{RowKernels, cube_embedding_methods};
 use crate::backend::EmbeddingBackend;
 use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
 
@@ -27,16 +28,16 @@ struct SegmentSumRows<B> {
 
 impl<B: FusionBackend + RowKernels> Operation<B::FusionRuntime> for SegmentSumRows<B> {
     fn execute(&self, handles: &mut Handles<B>) {
-        let ([source, positions, starts, targets, scale], [output]) = self.desc.as_fixed();
-        let result = B::segment_sum_rows(
-            handles.get_float_tensor::<B>(source),
-            handles.get_int_tensor::<B>(positions),
-            handles.get_int_tensor::<B>(starts),
-            handles.get_int_tensor::<B>(targets),
-            handles.get_float_tensor::<B>(scale),
-            self.rows,
-            self.zeroed,
-        );
+        let ([source, positions, weights, starts, targets, scale], [output]) = self.desc.as_fixed();
+        let segments = Segments {
+            positions: handles.get_int_tensor::<B>(positions),
+            weights: handles.get_float_tensor::<B>(weights),
+            starts: handles.get_int_tensor::<B>(starts),
+            targets: handles.get_int_tensor::<B>(targets),
+            scale: handles.get_float_tensor::<B>(scale),
+        };
+        let source = handles.get_float_tensor::<B>(source);
+        let result = B::segment_sum_rows(source, segments, self.rows, self.zeroed);
         handles.register_float_tensor::<B>(&output.id, result);
     }
 }
@@ -65,30 +66,28 @@ impl<B: FusionBackend + RowKernels> Operation<B::FusionRuntime> for ScatterAddRo
 impl<B: FusionBackend + RowKernels> RowKernels for Fusion<B> {
     fn segment_sum_rows(
         source: FloatTensor<Self>,
-        positions: IntTensor<Self>,
-        starts: IntTensor<Self>,
-        targets: IntTensor<Self>,
-        scale: FloatTensor<Self>,
+        segments: Segments<Self>,
         rows: usize,
         zeroed: bool,
     ) -> FloatTensor<Self> {
+        let Segments {
+            positions,
+            weights,
+            starts,
+            targets,
+            scale,
+        } = segments;
         let client = source.client.clone();
-        let streams =
-            OperationStreams::with_inputs([&source, &positions, &starts, &targets, &scale]);
+        let inputs = [source, positions, weights, starts, targets, scale];
+        let streams = OperationStreams::with_inputs(&inputs);
         let output = TensorIr::uninit(
             client.create_empty_handle(),
-            Shape::new([rows, source.shape[1]]),
-            source.dtype,
+            Shape::new([rows, inputs[0].shape[1]]),
+            inputs[0].dtype,
         );
         let desc = CustomOpIr::new(
             "embedding_segment_sum_rows",
-            &[
-                source.into_ir(),
-                positions.into_ir(),
-                starts.into_ir(),
-                targets.into_ir(),
-                scale.into_ir(),
-            ],
+            &inputs.map(|tensor| tensor.into_ir()),
             &[output],
         );
         let op = SegmentSumRows::<B> {
@@ -139,41 +138,5 @@ impl<B: FusionBackend + RowKernels> RowKernels for Fusion<B> {
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> EmbeddingBackend
     for Fusion<CubeBackend<R, F, I, BT>>
 {
-    fn embedding_grad_dense(
-        grad: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        num_embeddings: usize,
-        options: &EmbeddingOptions,
-    ) -> FloatTensor<Self> {
-        grad_dense::<Self>(grad, indices, num_embeddings, options)
-    }
-
-    fn embedding_grad_sparse(
-        grad: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        num_embeddings: usize,
-        options: &EmbeddingOptions,
-    ) -> Option<RowSparseGradient<Self>> {
-        grad_sparse::<Self>(grad, indices, num_embeddings, options)
-    }
-
-    fn embedding_bag_forward(
-        weight: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        bag_of: IntTensor<Self>,
-        num_bags: usize,
-        per_sample_weights: Option<FloatTensor<Self>>,
-        mode: BagMode,
-        options: &EmbeddingOptions,
-    ) -> (FloatTensor<Self>, Option<IntTensor<Self>>) {
-        bag_forward::<Self>(
-            weight,
-            indices,
-            bag_of,
-            num_bags,
-            per_sample_weights,
-            mode,
-            options,
-        )
-    }
+    cube_embedding_methods!();
 }

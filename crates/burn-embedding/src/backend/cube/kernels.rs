@@ -13,14 +13,16 @@ use burn_cubecl::ops::numeric::{empty_device_dtype, zeros_client};
 use burn_cubecl::tensor::CubeTensor;
 use burn_cubecl::{CubeElement, CubeRuntime, FloatElement, IntElement};
 
-/// `output[targets[u], d] = scale[u] * sum of source[positions[k], d] for k in starts[u]..starts[u + 1]`.
+/// `output[targets[s], d] = scale[s] * sum of weights[k] * source[positions[k], d]` for `k` in
+/// `starts[s]..starts[s + 1]`, for every segment `s`.
 ///
-/// One thread per (slot, column); the positions of a slot are summed in their order, so the
-/// result is the same bits on every run.
+/// One thread per (segment, column); a segment's terms are added in their order, so the result
+/// is the same bits on every run.
 #[cube(launch)]
 fn segment_sum_rows_kernel<F: Float, I: Int>(
     source: &Tensor<F>,
     positions: &Tensor<I>,
+    weights: &Tensor<F>,
     starts: &Tensor<I>,
     targets: &Tensor<I>,
     scale: &Tensor<F>,
@@ -30,16 +32,17 @@ fn segment_sum_rows_kernel<F: Float, I: Int>(
     if ABSOLUTE_POS >= targets.shape(0) * dim {
         terminate!();
     }
-    let slot = ABSOLUTE_POS / dim;
+    let segment = ABSOLUTE_POS / dim;
     let col = ABSOLUTE_POS % dim;
-    let begin = usize::cast_from(starts[slot]);
-    let end = usize::cast_from(starts[slot + 1]);
+    let begin = usize::cast_from(starts[segment]);
+    let end = usize::cast_from(starts[segment + 1]);
     let mut sum = F::new(0.0);
     for k in begin..end {
-        sum += source[usize::cast_from(positions[k]) * dim + col];
+        let row = usize::cast_from(positions[k]);
+        sum += weights[k] * source[row * dim + col];
     }
-    let target = usize::cast_from(targets[slot]);
-    output[target * dim + col] = sum * scale[slot];
+    let target = usize::cast_from(targets[segment]);
+    output[target * dim + col] = sum * scale[segment];
 }
 
 /// `output[indices[n], d] += grad[n, d]` for every token that is not `padding`, with atomics.
@@ -66,11 +69,12 @@ fn scatter_add_rows_kernel<F: Float, I: Int>(
 }
 
 /// The segmented row sum (see [`segment_sum_rows_kernel`]) into a new `[rows, D]` tensor,
-/// zero-filled first when `zeroed` (rows no slot targets stay zero).
+/// zero-filled first when `zeroed` (rows no segment targets stay zero).
 #[allow(clippy::too_many_arguments)]
 pub fn segment_sum_rows<R: CubeRuntime, F: FloatElement, I: IntElement>(
     source: CubeTensor<R>,
     positions: CubeTensor<R>,
+    weights: CubeTensor<R>,
     starts: CubeTensor<R>,
     targets: CubeTensor<R>,
     scale: CubeTensor<R>,
@@ -99,6 +103,7 @@ pub fn segment_sum_rows<R: CubeRuntime, F: FloatElement, I: IntElement>(
         cube_dim,
         source.into_tensor_arg(),
         into_contiguous(positions).into_tensor_arg(),
+        into_contiguous(weights).into_tensor_arg(),
         into_contiguous(starts).into_tensor_arg(),
         into_contiguous(targets).into_tensor_arg(),
         into_contiguous(scale).into_tensor_arg(),

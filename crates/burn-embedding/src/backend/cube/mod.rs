@@ -10,32 +10,30 @@
 
 mod fusion;
 mod kernels;
+mod segments;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{Shape, Tensor, TensorData, TensorMetadata};
+use burn::tensor::{Shape, Tensor, TensorMetadata};
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
 use super::EmbeddingBackend;
-use super::reference::{self, float, int, int_tensor, read_indices};
-use super::reference_bag;
+use super::reference::{float, int, int_tensor, primitive, read_indices};
+use super::reference_bag::{self, bag_counts};
 use crate::coalesce::Coalesced;
 use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
+use segments::{SegmentPlan, Segments};
 
-/// The two kernels of the backward, on a backend's primitives: implemented for `CubeBackend`
-/// by launching them and for `Fusion<CubeBackend>` as fusion custom operations.
+/// The two kernels, on a backend's primitives: implemented for `CubeBackend` by launching them
+/// and for `Fusion<CubeBackend>` as fusion custom operations.
 pub(crate) trait RowKernels: Backend {
-    /// `[M, D] -> [rows, D]`: row `targets[u]` of the output is `scale[u]` times the sum of the
-    /// rows `positions[starts[u]..starts[u + 1]]` of `source`; other rows are zero when
-    /// `zeroed` and left uninitialised otherwise. The backward sums gradient rows with it
-    /// (`source` the output gradient), the bag forward table rows (`source` the weight).
-    #[allow(clippy::too_many_arguments)]
+    /// `[M, D] -> [rows, D]`: the segmented sum of rows of `source` that `segments` describes
+    /// (see [`SegmentPlan`]); rows no segment targets are zero when `zeroed` and left
+    /// uninitialised otherwise. The backward sums gradient rows with it, the bag forward table
+    /// rows.
     fn segment_sum_rows(
         source: FloatTensor<Self>,
-        positions: IntTensor<Self>,
-        starts: IntTensor<Self>,
-        targets: IntTensor<Self>,
-        scale: FloatTensor<Self>,
+        segments: Segments<Self>,
         rows: usize,
         zeroed: bool,
     ) -> FloatTensor<Self>;
@@ -58,15 +56,19 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RowKernels
 {
     fn segment_sum_rows(
         source: FloatTensor<Self>,
-        positions: IntTensor<Self>,
-        starts: IntTensor<Self>,
-        targets: IntTensor<Self>,
-        scale: FloatTensor<Self>,
+        segments: Segments<Self>,
         rows: usize,
         zeroed: bool,
     ) -> FloatTensor<Self> {
+        let Segments {
+            positions,
+            weights,
+            starts,
+            targets,
+            scale,
+        } = segments;
         kernels::segment_sum_rows::<R, F, I>(
-            source, positions, starts, targets, scale, rows, zeroed,
+            source, positions, weights, starts, targets, scale, rows, zeroed,
         )
     }
 
@@ -84,46 +86,79 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> RowKernels
     }
 }
 
+/// The [`EmbeddingBackend`] methods with cubecl fast paths, for a backend with [`RowKernels`]
+/// (`CubeBackend` here, `Fusion<CubeBackend>` in [`fusion`]).
+macro_rules! cube_embedding_methods {
+    () => {
+        fn embedding_grad_dense(
+            grad: FloatTensor<Self>,
+            indices: IntTensor<Self>,
+            num_embeddings: usize,
+            options: &EmbeddingOptions,
+        ) -> FloatTensor<Self> {
+            $crate::backend::cube::grad_dense::<Self>(grad, indices, num_embeddings, options)
+        }
+
+        fn embedding_grad_sparse(
+            grad: FloatTensor<Self>,
+            indices: IntTensor<Self>,
+            num_embeddings: usize,
+            options: &EmbeddingOptions,
+        ) -> Option<RowSparseGradient<Self>> {
+            $crate::backend::cube::grad_sparse::<Self>(grad, indices, num_embeddings, options)
+        }
+
+        fn embedding_bag_forward(
+            weight: FloatTensor<Self>,
+            indices: IntTensor<Self>,
+            bag_of: IntTensor<Self>,
+            num_bags: usize,
+            per_sample_weights: Option<FloatTensor<Self>>,
+            mode: BagMode,
+            options: &EmbeddingOptions,
+        ) -> (FloatTensor<Self>, Option<IntTensor<Self>>) {
+            $crate::backend::cube::bag_forward::<Self>(
+                weight,
+                indices,
+                bag_of,
+                num_bags,
+                per_sample_weights,
+                mode,
+                options,
+            )
+        }
+
+        fn embedding_bag_grad_sparse(
+            grad: FloatTensor<Self>,
+            indices: IntTensor<Self>,
+            bag_of: IntTensor<Self>,
+            num_bags: usize,
+            per_sample_weights: Option<FloatTensor<Self>>,
+            max_positions: Option<IntTensor<Self>>,
+            mode: BagMode,
+            num_embeddings: usize,
+            options: &EmbeddingOptions,
+        ) -> Option<RowSparseGradient<Self>> {
+            $crate::backend::cube::bag_grad_sparse::<Self>(
+                grad,
+                indices,
+                bag_of,
+                num_bags,
+                per_sample_weights,
+                max_positions,
+                mode,
+                num_embeddings,
+                options,
+            )
+        }
+    };
+}
+use cube_embedding_methods;
+
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> EmbeddingBackend
     for CubeBackend<R, F, I, BT>
 {
-    fn embedding_grad_dense(
-        grad: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        num_embeddings: usize,
-        options: &EmbeddingOptions,
-    ) -> FloatTensor<Self> {
-        grad_dense::<Self>(grad, indices, num_embeddings, options)
-    }
-
-    fn embedding_grad_sparse(
-        grad: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        num_embeddings: usize,
-        options: &EmbeddingOptions,
-    ) -> Option<RowSparseGradient<Self>> {
-        grad_sparse::<Self>(grad, indices, num_embeddings, options)
-    }
-
-    fn embedding_bag_forward(
-        weight: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        bag_of: IntTensor<Self>,
-        num_bags: usize,
-        per_sample_weights: Option<FloatTensor<Self>>,
-        mode: BagMode,
-        options: &EmbeddingOptions,
-    ) -> (FloatTensor<Self>, Option<IntTensor<Self>>) {
-        bag_forward::<Self>(
-            weight,
-            indices,
-            bag_of,
-            num_bags,
-            per_sample_weights,
-            mode,
-            options,
-        )
-    }
+    cube_embedding_methods!();
 }
 
 /// `[.., D] -> [N, D]` and `[..] -> [N]`.
@@ -141,43 +176,17 @@ fn flatten<B: Backend>(
     )
 }
 
-/// The batch grouped on the host, uploaded for [`RowKernels::segment_sum_rows`].
-struct Segments<B: Backend> {
-    positions: IntTensor<B>,
-    starts: IntTensor<B>,
-    /// The sorted unique ids.
-    unique: Tensor<B, 1, burn::tensor::Int>,
-    scale: FloatTensor<B>,
+/// A float tensor read to the host (a device sync).
+fn read_floats<B: Backend>(tensor: FloatTensor<B>) -> Vec<f32> {
+    float::<B, 1>(tensor).into_data().iter::<f32>().collect()
 }
 
-impl<B: Backend> Segments<B> {
-    /// `None` when no row is touched (empty batch, or padding only).
-    fn new(indices: IntTensor<B>, options: &EmbeddingOptions) -> Option<Self> {
-        let device = B::int_device(&indices);
-        let batch = Coalesced::new(&read_indices(int::<B, 1>(indices)), options.padding_idx);
-        if batch.unique.is_empty() {
-            return None;
-        }
-        let widen = |values: &[u32]| values.iter().map(|&v| v as i64).collect::<Vec<_>>();
-        let scale: Vec<f32> = batch
-            .slot_starts
-            .windows(2)
-            .map(|slot| match options.scale_grad_by_freq {
-                true => 1.0 / (slot[1] - slot[0]) as f32,
-                false => 1.0,
-            })
-            .collect();
-        let scale = TensorData::new(scale, [batch.unique.len()]);
-        Some(Self {
-            positions: int_tensor::<B>(&widen(&batch.grouped), &device).into_primitive(),
-            starts: int_tensor::<B>(&widen(&batch.slot_starts), &device).into_primitive(),
-            unique: int_tensor::<B>(&batch.unique, &device),
-            scale: reference::primitive(Tensor::<B, 1>::from_data(scale, &device)),
-        })
-    }
+fn zeros<B: Backend>(rows: usize, dim: usize, device: &B::Device) -> FloatTensor<B> {
+    primitive(Tensor::<B, 2>::zeros([rows, dim], device))
 }
 
-/// The dense backward `[.., D] -> [V, D]` on a backend with [`RowKernels`].
+/// The dense backward `[.., D] -> [V, D]`: the segmented sum of each touched row's gradient
+/// rows into a zeroed `[V, D]`, or, with `deterministic` off, atomic adds.
 pub(crate) fn grad_dense<B: RowKernels>(
     grad: FloatTensor<B>,
     indices: IntTensor<B>,
@@ -189,22 +198,17 @@ pub(crate) fn grad_dense<B: RowKernels>(
     if !options.deterministic && !options.scale_grad_by_freq && B::supports_atomic_add(&device) {
         return B::scatter_add_rows(grad, indices, num_embeddings, options.padding_idx);
     }
-    match Segments::<B>::new(indices, options) {
-        Some(segments) => B::segment_sum_rows(
-            grad,
-            segments.positions,
-            segments.starts,
-            segments.unique.into_primitive(),
-            segments.scale,
-            num_embeddings,
-            true,
-        ),
-        None => reference::primitive(Tensor::<B, 2>::zeros([num_embeddings, dim], &device)),
+    let batch = Coalesced::new(&read_indices(int::<B, 1>(indices)), options.padding_idx);
+    if batch.unique.is_empty() {
+        return zeros::<B>(num_embeddings, dim, &device);
     }
+    let mut plan = SegmentPlan::by_id(&batch, options.scale_grad_by_freq, |p| p as i64, |_| 1.0);
+    plan.targets = batch.unique;
+    B::segment_sum_rows(grad, plan.upload(&device), num_embeddings, true)
 }
 
-/// The row-sparse backward on a backend with [`RowKernels`]: always the segmented sum (the
-/// unique ids have to come from the host anyway), so always deterministic.
+/// The row-sparse backward: always the segmented sum (the unique ids come from the host
+/// anyway), so always deterministic.
 pub(crate) fn grad_sparse<B: RowKernels>(
     grad: FloatTensor<B>,
     indices: IntTensor<B>,
@@ -213,29 +217,22 @@ pub(crate) fn grad_sparse<B: RowKernels>(
 ) -> Option<RowSparseGradient<B>> {
     let (grad, indices, _) = flatten::<B>(grad, indices);
     let device = B::float_device(&grad);
-    let segments = Segments::<B>::new(indices, options)?;
-    let count = segments.unique.dims()[0] as i64;
-    let slots = Tensor::<B, 1, burn::tensor::Int>::arange(0..count, &device);
-    let values = B::segment_sum_rows(
-        grad,
-        segments.positions,
-        segments.starts,
-        slots.into_primitive(),
-        segments.scale,
-        count as usize,
-        false,
-    );
+    let batch = Coalesced::new(&read_indices(int::<B, 1>(indices)), options.padding_idx);
+    if batch.unique.is_empty() {
+        return None;
+    }
+    let plan = SegmentPlan::by_id(&batch, options.scale_grad_by_freq, |p| p as i64, |_| 1.0);
+    let values = B::segment_sum_rows(grad, plan.upload(&device), batch.unique.len(), false);
     Some(RowSparseGradient::new(
-        segments.unique,
+        int_tensor::<B>(&batch.unique, &device),
         float(values),
         num_embeddings,
     ))
 }
 
-/// The bag forward on a backend with [`RowKernels`]: modes sum and mean as one segmented sum
-/// of table rows per bag (burn's `select_assign`, which the generic reduction uses, loops over
-/// every token in each of D threads). Mode max, `per_sample_weights` and `max_norm` take the
-/// generic path.
+/// The bag forward, modes sum and mean: one segmented sum of table rows per bag (burn's
+/// `select_assign`, which the generic reduction uses, loops over every token in each of D
+/// threads). Mode max and `max_norm` take the generic path.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn bag_forward<B: RowKernels>(
     weight: FloatTensor<B>,
@@ -246,7 +243,7 @@ pub(crate) fn bag_forward<B: RowKernels>(
     mode: BagMode,
     options: &EmbeddingOptions,
 ) -> (FloatTensor<B>, Option<IntTensor<B>>) {
-    if mode == BagMode::Max || per_sample_weights.is_some() || options.max_norm.is_some() {
+    if mode == BagMode::Max || options.max_norm.is_some() {
         return reference_bag::bag_forward::<B>(
             weight,
             indices,
@@ -261,22 +258,27 @@ pub(crate) fn bag_forward<B: RowKernels>(
     let dim = weight.shape()[1];
     let ids = read_indices(int::<B, 1>(indices));
     let bags = read_indices(int::<B, 1>(bag_of));
-    // The non-padding ids in order; bags are contiguous runs of tokens (`bag_of` does not
-    // decrease), so bag b is ids[starts[b]..starts[b + 1]].
-    let mut kept = Vec::with_capacity(ids.len());
-    let mut starts = vec![0i64; num_bags + 1];
-    for (&id, &bag) in ids.iter().zip(&bags) {
+    let per_sample_weights = per_sample_weights.map(read_floats::<B>);
+    // Bags are contiguous runs of tokens (`bag_of` does not decrease): bag b's terms are
+    // positions[starts[b]..starts[b + 1]], its non-padding ids in order.
+    let mut plan = SegmentPlan {
+        starts: vec![0; num_bags + 1],
+        targets: (0..num_bags as i64).collect(),
+        ..SegmentPlan::default()
+    };
+    for (t, (&id, &bag)) in ids.iter().zip(&bags).enumerate() {
         if Some(id as usize) != options.padding_idx {
-            kept.push(id);
-            starts[bag as usize + 1] += 1;
+            plan.positions.push(id);
+            plan.weights
+                .push(per_sample_weights.as_ref().map_or(1.0, |w| w[t]));
+            plan.starts[bag as usize + 1] += 1;
         }
     }
-    if kept.is_empty() {
-        let zeros = Tensor::<B, 2>::zeros([num_bags, dim], &device);
-        return (reference::primitive(zeros), None);
+    if plan.is_empty() {
+        return (zeros::<B>(num_bags, dim, &device), None);
     }
     // starts[b + 1] holds the size of bag b until the prefix sum below.
-    let scale: Vec<f32> = starts[1..]
+    plan.scale = plan.starts[1..]
         .iter()
         .map(|&size| match mode {
             BagMode::Mean => 1.0 / size.max(1) as f32,
@@ -284,20 +286,67 @@ pub(crate) fn bag_forward<B: RowKernels>(
         })
         .collect();
     for b in 0..num_bags {
-        starts[b + 1] += starts[b];
+        plan.starts[b + 1] += plan.starts[b];
     }
-    let bag_ids = Tensor::<B, 1, burn::tensor::Int>::arange(0..num_bags as i64, &device);
-    let output = B::segment_sum_rows(
-        weight,
-        int_tensor::<B>(&kept, &device).into_primitive(),
-        int_tensor::<B>(&starts, &device).into_primitive(),
-        bag_ids.into_primitive(),
-        reference::primitive(Tensor::<B, 1>::from_data(
-            TensorData::new(scale, [num_bags]),
-            &device,
-        )),
-        num_bags,
-        false,
-    );
+    let output = B::segment_sum_rows(weight, plan.upload(&device), num_bags, false);
     (output, None)
+}
+
+/// The row-sparse weight gradient of a sum or mean bag: one segmented sum per touched id of
+/// its tokens' bag gradients (times the per-sample weight, or over the bag's size), with no
+/// `[N, D]` intermediate. Mode max takes the generic path.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn bag_grad_sparse<B: RowKernels + EmbeddingBackend>(
+    grad: FloatTensor<B>,
+    indices: IntTensor<B>,
+    bag_of: IntTensor<B>,
+    num_bags: usize,
+    per_sample_weights: Option<FloatTensor<B>>,
+    max_positions: Option<IntTensor<B>>,
+    mode: BagMode,
+    num_embeddings: usize,
+    options: &EmbeddingOptions,
+) -> Option<RowSparseGradient<B>> {
+    if mode == BagMode::Max {
+        return reference_bag::bag_grad_sparse::<B>(
+            grad,
+            indices,
+            bag_of,
+            num_bags,
+            per_sample_weights,
+            max_positions,
+            mode,
+            num_embeddings,
+            options,
+        );
+    }
+    let device = B::float_device(&grad);
+    let ids = read_indices(int::<B, 1>(indices));
+    let bags = read_indices(int::<B, 1>(bag_of));
+    let per_sample_weights = per_sample_weights.map(read_floats::<B>);
+    let sizes =
+        (mode == BagMode::Mean).then(|| bag_counts(&ids, &bags, num_bags, options.padding_idx));
+    let batch = Coalesced::new(&ids, options.padding_idx);
+    if batch.unique.is_empty() {
+        return None;
+    }
+    let plan = SegmentPlan::by_id(
+        &batch,
+        options.scale_grad_by_freq,
+        |p| bags[p as usize],
+        |p| {
+            let p = p as usize;
+            match (&per_sample_weights, &sizes) {
+                (Some(w), _) => w[p],
+                (None, Some(sizes)) => 1.0 / sizes[bags[p] as usize].max(1) as f32,
+                (None, None) => 1.0,
+            }
+        },
+    );
+    let values = B::segment_sum_rows(grad, plan.upload(&device), batch.unique.len(), false);
+    Some(RowSparseGradient::new(
+        int_tensor::<B>(&batch.unique, &device),
+        float(values),
+        num_embeddings,
+    ))
 }
