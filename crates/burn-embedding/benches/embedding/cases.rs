@@ -97,8 +97,10 @@ impl<F: FnMut(Record)> Recorder<'_, F> {
 /// What [`ours`] times besides the lookup, its backwards and the bags.
 #[derive(Clone, Copy)]
 struct Extras {
-    /// The optimizer steps.
-    steps: bool,
+    /// `step_sgd`, `step_adam`: optimizer steps on dense gradients (a pass over all V x D).
+    dense_steps: bool,
+    /// `step_sparse_sgd`, `step_sparse_adam`: optimizer steps on row-sparse gradients.
+    sparse_steps: bool,
     /// `forward_backward_nondeterministic`: the dense backward with `deterministic` off.
     nondeterministic: bool,
 }
@@ -106,18 +108,21 @@ struct Extras {
 /// Ours and burn::nn on NdArray.
 pub fn ndarray(w: &Workload, emit: &mut impl FnMut(Record)) {
     let extras = Extras {
-        steps: true,
+        dense_steps: true,
+        sparse_steps: true,
         nondeterministic: false,
     };
     ours::<NdArray>(w, "ndarray", extras, emit);
     burn_nn(w, emit);
 }
 
-/// Ours on LibTorch (the lookup, its backwards and the bags).
+/// Ours on LibTorch: the lookup, its backwards, the sparse steps and the bags (the dense steps
+/// are libtorch's own elementwise ops over all V x D values, minutes per run at V = 1M).
 #[cfg(feature = "tch")]
 pub fn libtorch(w: &Workload, emit: &mut impl FnMut(Record)) {
     let extras = Extras {
-        steps: false,
+        dense_steps: false,
+        sparse_steps: true,
         nondeterministic: false,
     };
     ours::<burn::backend::LibTorch>(w, "tch", extras, emit);
@@ -142,7 +147,8 @@ pub fn wgpu(w: &Workload, emit: &mut impl FnMut(Record)) {
         return;
     }
     let extras = Extras {
-        steps: false,
+        dense_steps: true,
+        sparse_steps: true,
         nondeterministic: true,
     };
     ours::<burn::backend::Wgpu>(w, "wgpu", extras, emit);
@@ -222,36 +228,41 @@ fn ours<B: EmbeddingBackend>(
     });
     drop(tracked);
 
-    if extras.steps {
-        // Training steps: forward + sum().backward() + an optimizer step. The weight is copied
-        // once so that updates can work in place, as in a real training loop.
-        let fresh = || Tensor::<Ad<B>, 2>::from_inner(weight.clone().add_scalar(0.0));
-        let dense = EmbeddingOptions::new();
-        let step = |model: Embedding<Ad<B>>,
-                    optim: &mut dyn FnMut(
-            Embedding<Ad<B>>,
-            GradientsParams,
-        ) -> Embedding<Ad<B>>| {
+    // Training steps: forward + sum().backward() + an optimizer step. The weight is copied
+    // once per op so that updates can work in place, as in a real training loop.
+    let fresh = || Tensor::<Ad<B>, 2>::from_inner(weight.clone().add_scalar(0.0));
+    let step =
+        |model: Embedding<Ad<B>>,
+         optim: &mut dyn FnMut(Embedding<Ad<B>>, GradientsParams) -> Embedding<Ad<B>>| {
             let out: Tensor<Ad<B>, 3> = model.forward(idx.clone());
             let grads = GradientsParams::from_grads(out.sum().backward(), &model);
-            optim(model, grads)
+            let model = optim(model, grads);
+            sync();
+            model
         };
-        for (op, options) in [("step_sgd", dense), ("step_sparse_sgd", sparse)] {
-            let mut emb = Some(Embedding::from_pretrained(fresh(), false, options).unwrap());
-            let mut optim = SparseSgdConfig::new().init();
-            rec.time(op, !options.sparse, || {
-                let model = emb.take().unwrap();
-                emb = Some(step(model, &mut |m, g| optim.step(0.01, m, g)));
-            });
-        }
-        for (op, options) in [("step_adam", dense), ("step_sparse_adam", sparse)] {
-            let mut emb = Some(Embedding::from_pretrained(fresh(), false, options).unwrap());
-            let mut optim = LazyAdamConfig::new().init();
-            rec.time(op, !options.sparse, || {
-                let model = emb.take().unwrap();
-                emb = Some(step(model, &mut |m, g| optim.step(0.01, m, g)));
-            });
-        }
+    let dense = EmbeddingOptions::new();
+    let step_ops = [
+        ("step_sgd", "step_adam", dense, extras.dense_steps),
+        (
+            "step_sparse_sgd",
+            "step_sparse_adam",
+            sparse,
+            extras.sparse_steps,
+        ),
+    ];
+    for (sgd_op, adam_op, options, _) in step_ops.into_iter().filter(|op| op.3) {
+        let mut emb = Some(Embedding::from_pretrained(fresh(), false, options).unwrap());
+        let mut optim = SparseSgdConfig::new().init();
+        rec.time(sgd_op, !options.sparse, || {
+            let model = emb.take().unwrap();
+            emb = Some(step(model, &mut |m, g| optim.step(0.01, m, g)));
+        });
+        let mut emb = Some(Embedding::from_pretrained(fresh(), false, options).unwrap());
+        let mut optim = LazyAdamConfig::new().init();
+        rec.time(adam_op, !options.sparse, || {
+            let model = emb.take().unwrap();
+            emb = Some(step(model, &mut |m, g| optim.step(0.01, m, g)));
+        });
     }
 
     // Bags: `tokens` bags of BAG_SIZE ids (1-D ids + offsets) + sum().backward(), row-sparse.

@@ -1,7 +1,7 @@
 //! The row-sparse update rules, on the rows of one step, with PyTorch's semantics.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{IndexingUpdateOp, Tensor};
+use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 
 use super::RowState;
 use crate::RowSparseGradient;
@@ -52,6 +52,23 @@ impl SparseRule {
         rows: RowSparseGradient<B>,
         state: &mut RowState<B>,
     ) -> Tensor<B, 2> {
+        self.apply_with(lr, weight, rows, state, |target, ids, rows| {
+            target.select_assign(0, ids, rows, IndexingUpdateOp::Add)
+        })
+    }
+
+    /// [`apply`](Self::apply), with `add_rows(target, ids, rows)` adding `rows` `[U, D]` into the
+    /// rows `ids` (unique) of a `[V, D]` weight or state tensor. A backend whose
+    /// `select_assign` copies the target passes an in-place one, so that a step stays
+    /// O(U x D).
+    pub fn apply_with<B: Backend>(
+        &self,
+        lr: f64,
+        weight: Tensor<B, 2>,
+        rows: RowSparseGradient<B>,
+        state: &mut RowState<B>,
+        add_rows: impl Fn(Tensor<B, 2>, Tensor<B, 1, Int>, Tensor<B, 2>) -> Tensor<B, 2>,
+    ) -> Tensor<B, 2> {
         let RowSparseGradient { ids, values: g, .. } = rows;
         let shape = weight.dims();
         let device = weight.device();
@@ -79,7 +96,7 @@ impl SparseRule {
                     .unwrap_or_else(|| Tensor::full(shape, initial_accumulator_value, &device));
                 let g2 = g.clone().square();
                 let sum_rows = sum.clone().select(0, ids.clone()) + g2.clone();
-                state.first = Some(sum.select_assign(0, ids.clone(), g2, IndexingUpdateOp::Add));
+                state.first = Some(add_rows(sum, ids.clone(), g2));
                 let clr = lr / (1.0 + (state.step - 1) as f64 * lr_decay);
                 (g / sum_rows.sqrt().add_scalar(eps)).mul_scalar(-clr)
             }
@@ -101,10 +118,8 @@ impl SparseRule {
                 let v_old = v.clone().select(0, ids.clone());
                 let m_update = (g.clone() - m_old.clone()).mul_scalar(1.0 - beta_1);
                 let v_update = (g.square() - v_old.clone()).mul_scalar(1.0 - beta_2);
-                state.first =
-                    Some(m.select_assign(0, ids.clone(), m_update.clone(), IndexingUpdateOp::Add));
-                state.second =
-                    Some(v.select_assign(0, ids.clone(), v_update.clone(), IndexingUpdateOp::Add));
+                state.first = Some(add_rows(m, ids.clone(), m_update.clone()));
+                state.second = Some(add_rows(v, ids.clone(), v_update.clone()));
                 let numer = m_update + m_old;
                 let denom = (v_update + v_old).sqrt().add_scalar(eps);
                 let step = state.step as i32;
@@ -123,6 +138,6 @@ impl SparseRule {
                 }
             }
         };
-        weight.select_assign(0, ids, delta, IndexingUpdateOp::Add)
+        add_rows(weight, ids, delta)
     }
 }
