@@ -345,3 +345,58 @@ fn no_dense_gradient_on_the_sparse_path() {
         "the sparse path grew the peak by {growth} MB: a [V, D] tensor was made"
     );
 }
+
+/// Where the weight's values live.
+fn weight_ptr(emb: &Embedding<Ad>) -> *const f32 {
+    match emb.weight.val().inner().into_primitive().tensor() {
+        burn::backend::ndarray::NdArrayTensor::F32(storage) => storage.view().as_ptr(),
+        _ => panic!("an f32 weight"),
+    }
+}
+
+fn lazy_adam_step(
+    emb: Embedding<Ad>,
+    optim: &mut impl Optimizer<Embedding<Ad>, Ad>,
+    step: usize,
+) -> Embedding<Ad> {
+    let batch: Vec<i64> = (0..6).map(|i| ((step * 7 + i * 13) % 50) as i64).collect();
+    let out: Tensor<Ad, 2> = emb.forward(ids(&batch, [6]));
+    let grads = GradientsParams::from_grads(out.square().sum().backward(), &emb);
+    optim.step(0.01, emb, grads)
+}
+
+/// burn-train's Learner steps a clone of its model (`self.model = self.model().optimize(..)`),
+/// so the old model holds the weight during the step. The rows still go in place (no copy of
+/// the table per step), and the weights are those of a plain loop.
+#[test]
+fn a_step_on_a_clone_of_the_model_updates_the_weight_in_place() {
+    let plain = train_lazy_adam(3.0, 5);
+    let mut emb = sparse(50, 4, 3.0);
+    let mut optim = LazyAdamConfig::new().init();
+    let at = weight_ptr(&emb);
+    for step in 0..5 {
+        emb = lazy_adam_step(emb.clone(), &mut optim, step);
+        assert_eq!(weight_ptr(&emb), at, "step {step} copied the weight");
+    }
+    assert_eq!(values(emb.valid().weight.val()), plain);
+}
+
+/// A clone kept across a step keeps its values, whether it was made before the step or after it
+/// (before the stepped weight was first read), while training goes on.
+#[test]
+fn clones_kept_across_steps_keep_their_values() {
+    let plain = train_lazy_adam(4.0, 3);
+    let mut optim = LazyAdamConfig::new().init();
+    let emb = sparse(50, 4, 4.0);
+    let before = emb.clone();
+    let initial = values(before.weight.val().inner());
+    let emb = lazy_adam_step(emb, &mut optim, 0);
+    let after_one = emb.clone();
+    let mut emb = lazy_adam_step(emb, &mut optim, 1);
+    emb = lazy_adam_step(emb, &mut optim, 2);
+    assert_eq!(values(emb.valid().weight.val()), plain);
+    assert_eq!(values(before.weight.val().inner()), initial);
+    let once = train_lazy_adam(4.0, 1);
+    assert_eq!(values(after_one.weight.val().inner()), once);
+    assert_ne!(once, plain);
+}

@@ -41,13 +41,19 @@ pub trait SparseGradients: AutodiffBackend + EmbeddingBackend {
     /// Whether a row-sparse gradient is pending for `weight`.
     fn has_sparse_grad(weight: &FloatTensor<Self>) -> bool;
 
-    /// [`EmbeddingBackend::embedding_sparse_update`] of the inner backend.
-    fn sparse_update(
-        weight: FloatTensor<Self::InnerBackend>,
+    /// [`EmbeddingBackend::embedding_sparse_delta`] of the inner backend.
+    fn sparse_delta(
+        weight: &FloatTensor<Self::InnerBackend>,
         rows: RowSparseGradient<Self::InnerBackend>,
         rule: &SparseRule,
         lr: f64,
         state: &mut RowState<Self::InnerBackend>,
+    ) -> RowSparseGradient<Self::InnerBackend>;
+
+    /// [`EmbeddingBackend::embedding_add_rows`] of the inner backend.
+    fn add_rows(
+        weight: FloatTensor<Self::InnerBackend>,
+        rows: RowSparseGradient<Self::InnerBackend>,
     ) -> FloatTensor<Self::InnerBackend>;
 }
 
@@ -257,13 +263,17 @@ impl<B: EmbeddingBackend, C: CheckpointStrategy> SparseGradients for Autodiff<B,
         pending::contains(weight.node.id.value)
     }
 
-    fn sparse_update(
-        weight: FloatTensor<B>,
+    fn sparse_delta(
+        weight: &FloatTensor<B>,
         rows: RowSparseGradient<B>,
         rule: &SparseRule,
         lr: f64,
         state: &mut RowState<B>,
-    ) -> FloatTensor<B> {
-        B::embedding_sparse_update(weight, rows, rule, lr, state)
+    ) -> RowSparseGradient<B> {
+        B::embedding_sparse_delta(weight, rows, rule, lr, state)
+    }
+
+    fn add_rows(weight: FloatTensor<B>, rows: RowSparseGradient<B>) -> FloatTensor<B> {
+        B::embedding_add_rows(weight, rows)
     }
 }

@@ -21,7 +21,7 @@ use super::cpu::{
 };
 use super::{EmbeddingBackend, reference};
 use crate::coalesce::Coalesced;
-use crate::optim::{RowState, SparseRule};
+use crate::optim::{RowState, SparseRule, select_add};
 use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
 
 impl<E: FloatNdArrayElement, I: IntNdArrayElement, Q: QuantElement> EmbeddingBackend
@@ -236,32 +236,52 @@ where
         )
     }
 
-    fn embedding_sparse_update(
-        weight: FloatTensor<Self>,
+    fn embedding_sparse_delta(
+        weight: &FloatTensor<Self>,
         rows: RowSparseGradient<Self>,
         rule: &SparseRule,
         lr: f64,
         state: &mut RowState<Self>,
-    ) -> FloatTensor<Self> {
+    ) -> RowSparseGradient<Self> {
         let NdArrayTensor::F32(storage) = weight else {
-            return reference::primitive(rule.apply(lr, reference::float(weight), rows, state));
+            return rule.delta(
+                lr,
+                &reference::float(weight.clone()),
+                rows,
+                state,
+                select_add,
+            );
         };
-        let (v, d) = (storage.shape()[0], storage.shape()[1]);
-        let ids = reference::read_indices(rows.ids);
-        let grad: Vec<f32> = rows.values.into_data().to_vec().expect("f32 rows");
-        let mut weight = contiguous(storage.into_owned());
-        let w = weight.as_slice_mut().expect("standard layout");
+        let view = storage.view();
+        let Some(w) = view.as_slice() else {
+            return rule.delta(
+                lr,
+                &reference::float(weight.clone()),
+                rows,
+                state,
+                select_add,
+            );
+        };
+        let (v, d) = (view.shape()[0], view.shape()[1]);
+        let RowSparseGradient {
+            ids: id_tensor,
+            values,
+            num_embeddings,
+        } = rows;
+        let ids = reference::read_indices(id_tensor.clone());
+        // The gradient, turned into the rows to add one value at a time.
+        let mut delta: Vec<f32> = values.into_data().to_vec().expect("f32 rows");
         state.step += 1;
-        // Each loop below is the per-row form of the tensor ops in `SparseRule::apply`, in the
+        // Each loop below is the per-row form of the tensor ops in `SparseRule::delta`, in the
         // same order, so that both paths give the same floats.
         match *rule {
             SparseRule::Sgd { weight_decay } => {
                 let (lr, wd) = (lr as f32, weight_decay as f32);
                 for (k, &id) in ids.iter().enumerate() {
-                    let w = &mut w[id as usize * d..][..d];
-                    for (w, &g) in w.iter_mut().zip(&grad[k * d..][..d]) {
-                        let g = if wd != 0.0 { g + *w * wd } else { g };
-                        *w += g * -lr;
+                    let w = &w[id as usize * d..][..d];
+                    for (x, &w) in delta[k * d..][..d].iter_mut().zip(w) {
+                        let g = if wd != 0.0 { *x + w * wd } else { *x };
+                        *x = g * -lr;
                     }
                 }
             }
@@ -277,9 +297,9 @@ where
                 for (k, &id) in ids.iter().enumerate() {
                     let at = id as usize * d;
                     for j in 0..d {
-                        let g = grad[k * d + j];
+                        let g = delta[k * d + j];
                         s[at + j] += g * g;
-                        w[at + j] += (g / (s[at + j].sqrt() + eps)) * -clr;
+                        delta[k * d + j] = (g / (s[at + j].sqrt() + eps)) * -clr;
                     }
                 }
                 state.first = Some(reference::float(tensor_from(sum)));
@@ -304,7 +324,7 @@ where
                 for (k, &id) in ids.iter().enumerate() {
                     let at = id as usize * d;
                     for j in 0..d {
-                        let g = grad[k * d + j];
+                        let g = delta[k * d + j];
                         let (m_old, v_old) = (ms[at + j], vs[at + j]);
                         let m_update = (g - m_old) * one_b1;
                         let v_update = (g * g - v_old) * one_b2;
@@ -312,7 +332,7 @@ where
                         vs[at + j] = v_old + v_update;
                         let update =
                             ((m_update + m_old) / ((v_update + v_old).sqrt() + eps)) * -step_size;
-                        w[at + j] += if weight_decay != 0.0 {
+                        delta[k * d + j] = if weight_decay != 0.0 {
                             w[at + j] * decay + update
                         } else {
                             update
@@ -322,6 +342,39 @@ where
                 state.first = Some(reference::float(tensor_from(m)));
                 state.second = Some(reference::float(tensor_from(v2)));
             }
+        }
+        let rows = ids.len();
+        RowSparseGradient::new(
+            id_tensor,
+            reference::float(tensor(delta, [rows, d])),
+            num_embeddings,
+        )
+    }
+
+    fn embedding_add_rows(
+        weight: FloatTensor<Self>,
+        rows: RowSparseGradient<Self>,
+    ) -> FloatTensor<Self> {
+        let (storage, values) = match (weight, reference::primitive(rows.values)) {
+            (NdArrayTensor::F32(storage), NdArrayTensor::F32(values)) => (storage, values),
+            (weight, values) => {
+                let (weight, values) = (reference::float(weight), reference::float(values));
+                return reference::primitive(select_add(weight, rows.ids, values));
+            }
+        };
+        let d = storage.shape()[1];
+        let ids = reference::read_indices(rows.ids);
+        let values = values.view();
+        let values = values.as_standard_layout();
+        let values = values.as_slice().expect("standard layout");
+        // A copy only when something else holds the weight (it must not see the change).
+        let mut weight = contiguous(storage.into_owned());
+        let w = weight.as_slice_mut().expect("standard layout");
+        for (k, &id) in ids.iter().enumerate() {
+            let dst = &mut w[id as usize * d..][..d];
+            dst.iter_mut()
+                .zip(&values[k * d..][..d])
+                .for_each(|(w, &x)| *w += x);
         }
         tensor_from(weight)
     }

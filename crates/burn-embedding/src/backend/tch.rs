@@ -206,21 +206,33 @@ impl<E: TchElement> EmbeddingBackend for LibTorch<E> {
         )
     }
 
-    fn embedding_sparse_update(
-        weight: FloatTensor<Self>,
+    fn embedding_sparse_delta(
+        weight: &FloatTensor<Self>,
         rows: RowSparseGradient<Self>,
         rule: &SparseRule,
         lr: f64,
         state: &mut RowState<Self>,
+    ) -> RowSparseGradient<Self> {
+        let weight = reference::float(weight.clone());
+        rule.delta(lr, &weight, rows, state, add_rows_in_place)
+    }
+
+    fn embedding_add_rows(
+        weight: FloatTensor<Self>,
+        rows: RowSparseGradient<Self>,
     ) -> FloatTensor<Self> {
-        let weight = reference::float(weight);
-        reference::primitive(rule.apply_with(lr, weight, rows, state, add_rows_in_place))
+        reference::primitive(add_rows_in_place(
+            reference::float(weight),
+            rows.ids,
+            rows.values,
+        ))
     }
 }
 
 /// `target[ids] += rows`, in place when nothing else holds the target's storage. burn-tch
 /// 0.21's `select_assign` clones the tensor before it asks whether it may write in place, so it
-/// always copies: a [V, D] copy per optimizer step (200 ms at V = 1M, D = 128, for 4096 rows).
+/// always copies: a [V, D] copy per optimizer step (200 ms at V = 1M, D = 128, for 4096 rows)
+/// for the weight and each moment.
 fn add_rows_in_place<E: TchElement>(
     target: Tensor<LibTorch<E>, 2>,
     ids: Tensor<LibTorch<E>, 1, Int>,

@@ -12,29 +12,36 @@
 //! | [`LazyAdamConfig`] | lazy Adam (PyTorch's `SparseAdam`) | burn's `Adam` |
 //! | [`LazyAdamWConfig`] | lazy AdamW (decoupled decay on touched rows) | burn's `AdamW` |
 //!
-//! A step first applies the pending row-sparse gradient of every weight that has one (see
-//! [`SparseGradients`]) and removes the weight's marker from the `GradientsParams`, then hands
-//! the rest to the dense optimizer. The state (step counts and accumulators) is part of the
+//! A step takes the pending row-sparse gradient of every weight that has one (see
+//! [`SparseGradients`]), advances that weight's state and removes its marker from the
+//! `GradientsParams`, hands the rest to the dense optimizer, and leaves each sparse weight to add
+//! its rows when it is first read (the next forward): by then burn-train's `Learner`, which steps
+//! a clone of its model, has dropped the old one, so the rows go in place instead of into a copy
+//! of the whole table. The state (step counts and accumulators) is part of the
 //! optimizer's record, so saving and loading it resumes training exactly.
 
 mod rule;
 mod state;
 
 use burn::config::Config;
-use burn::module::{AutodiffModule, ModuleMapper, Param, ParamId};
+use std::sync::{Mutex, PoisonError};
+
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{
     AdaGrad, AdaGradConfig, Adam, AdamConfig, AdamW, AdamWConfig, GradientsParams, LearningRate,
     MultiGradientsParams, Optimizer, Sgd, SgdConfig,
 };
-use burn::tensor::Tensor;
+use burn::tensor::ops::FloatTensor;
+use burn::tensor::{Tensor, TensorPrimitive};
 use hashbrown::HashMap;
 
 pub use rule::SparseRule;
+pub(crate) use rule::select_add;
 pub use state::{RowState, RowStateRecord};
 
-use crate::SparseGradients;
+use crate::{RowSparseGradient, SparseGradients};
 
 /// A sparse-aware optimizer: [`SparseRule`] for weights with a row-sparse gradient, `O` (a burn
 /// optimizer) for the rest.
@@ -60,57 +67,106 @@ impl<O, B: SparseGradients> SparseOptimizer<O, B> {
         self.rule
     }
 
-    fn apply_sparse<M: AutodiffModule<B>>(
+    /// Advances the state of every weight with a pending row-sparse gradient and removes its
+    /// marker from `grads`; returns the rows to add to each such weight. Weights are only read.
+    fn sparse_deltas<M: AutodiffModule<B>>(
         &mut self,
         lr: LearningRate,
-        module: M,
+        module: &M,
         grads: &mut GradientsParams,
-    ) -> M {
-        let mut mapper = SparseStep::<B> {
+    ) -> HashMap<ParamId, RowSparseGradient<B::InnerBackend>> {
+        let mut visitor = SparseDeltas::<B> {
             rule: self.rule,
             lr,
             states: &mut self.states,
             grads,
+            deltas: HashMap::new(),
         };
-        module.map(&mut mapper)
+        module.visit(&mut visitor);
+        visitor.deltas
     }
 }
 
-struct SparseStep<'a, B: SparseGradients> {
+/// Phase one of a step: each sparse weight's state update and the rows to add to it.
+struct SparseDeltas<'a, B: SparseGradients> {
     rule: SparseRule,
     lr: LearningRate,
     states: &'a mut HashMap<ParamId, RowState<B::InnerBackend>>,
     grads: &'a mut GradientsParams,
+    deltas: HashMap<ParamId, RowSparseGradient<B::InnerBackend>>,
 }
 
-impl<B: SparseGradients> ModuleMapper<B> for SparseStep<'_, B> {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+impl<B: SparseGradients> ModuleVisitor<B> for SparseDeltas<'_, B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if D != 2 {
-            return param;
+            return;
         }
-        let (id, tensor, mapper) = param.consume();
-        // The probe handle is dropped at once: a second owner of the weight would make the
-        // update below copy the whole [V, D] table instead of working in place.
-        let rows = B::sparse_grad_take(&tensor.clone().into_primitive().tensor());
-        let Some(rows) = rows else {
-            return Param::from_mapped_value(id, tensor, mapper);
+        let tensor = param.val();
+        let Some(rows) = B::sparse_grad_take(&tensor.clone().into_primitive().tensor()) else {
+            return;
         };
         // The marker that stood in for the dense gradient.
-        self.grads.remove::<B::InnerBackend, D>(id);
-        let require_grad = tensor.is_require_grad();
-        let state = self.states.entry(id).or_default();
-        let updated = B::sparse_update(
-            tensor.inner().into_primitive().tensor(),
-            rows,
-            &self.rule,
-            self.lr,
-            state,
-        );
-        let updated: Tensor<B, D> = Tensor::from_inner(Tensor::from_primitive(
-            burn::tensor::TensorPrimitive::Float(updated),
-        ));
-        Param::from_mapped_value(id, updated.set_require_grad(require_grad), mapper)
+        self.grads.remove::<B::InnerBackend, D>(param.id);
+        let state = self.states.entry(param.id).or_default();
+        let weight = tensor.inner().into_primitive().tensor();
+        let delta = B::sparse_delta(&weight, rows, &self.rule, self.lr, state);
+        self.deltas.insert(param.id, delta);
     }
+}
+
+/// Phase three: each sparse weight becomes a parameter that adds its rows when first read.
+///
+/// Not at once, because burn-train's `Learner` steps a clone of its model
+/// (`self.model = self.model().optimize(..)`): during the step the old model still holds the
+/// weight, and adding the rows then would copy the whole `[V, D]` table so as to leave the old
+/// model as it was. By the first read (the next forward) the old model is gone and the rows go
+/// in place. A clone that is still alive then (a snapshot of the model) keeps its values: the
+/// add copies whenever the weight's storage is shared.
+struct AddRowsOnRead<B: SparseGradients> {
+    deltas: HashMap<ParamId, RowSparseGradient<B::InnerBackend>>,
+}
+
+impl<B: SparseGradients> ModuleMapper<B> for AddRowsOnRead<B> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let Some(rows) = self.deltas.remove(&param.id) else {
+            return param;
+        };
+        let (id, tensor, mapper) = param.consume();
+        let (shape, device) = (tensor.shape(), tensor.device());
+        let require_grad = tensor.is_require_grad();
+        let weight = tensor.inner().into_primitive().tensor();
+        let slot = Mutex::new(RowsSlot::<B>::Pending(weight, rows));
+        let init = move |_: &B::Device, require_grad: bool| {
+            let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            let weight = match std::mem::replace(&mut *slot, RowsSlot::Failed) {
+                RowsSlot::Pending(weight, rows) => B::add_rows(weight, rows),
+                RowsSlot::Added(weight) => weight,
+                RowsSlot::Failed => panic!(
+                    "the sparse update of embedding weight {id} panicked when first read; it has no value"
+                ),
+            };
+            // For the clones of the parameter made before this read, which read it later.
+            *slot = RowsSlot::Added(weight.clone());
+            let inner =
+                Tensor::<B::InnerBackend, D>::from_primitive(TensorPrimitive::Float(weight));
+            Tensor::from_inner(inner).set_require_grad(require_grad)
+        };
+        let (load, save) = (mapper.clone(), mapper);
+        Param::uninitialized(id, init, device, require_grad, shape)
+            .load_mapper(move |t| load.on_load(t))
+            .save_mapper(move |t| save.on_save(t))
+    }
+}
+
+/// The weight of [`AddRowsOnRead`], before and after its rows are added.
+enum RowsSlot<B: SparseGradients> {
+    Pending(
+        FloatTensor<B::InnerBackend>,
+        RowSparseGradient<B::InnerBackend>,
+    ),
+    Added(FloatTensor<B::InnerBackend>),
+    /// The add panicked.
+    Failed,
 }
 
 impl<O, B, M> Optimizer<M, B> for SparseOptimizer<O, B>
@@ -122,15 +178,17 @@ where
     type Record = (O::Record, HashMap<ParamId, RowStateRecord<B>>);
 
     fn step(&mut self, lr: LearningRate, module: M, mut grads: GradientsParams) -> M {
-        let module = self.apply_sparse(lr, module, &mut grads);
-        self.dense.step(lr, module, grads)
+        let deltas = self.sparse_deltas(lr, &module, &mut grads);
+        let module = self.dense.step(lr, module, grads);
+        module.map(&mut AddRowsOnRead { deltas })
     }
 
     fn step_multi(&mut self, lr: LearningRate, module: M, grads: MultiGradientsParams) -> M {
         // Pending rows are keyed by weight, whatever device computed them.
         let mut empty = GradientsParams::new();
-        let module = self.apply_sparse(lr, module, &mut empty);
-        self.dense.step_multi(lr, module, grads)
+        let deltas = self.sparse_deltas(lr, &module, &mut empty);
+        let module = self.dense.step_multi(lr, module, grads);
+        module.map(&mut AddRowsOnRead { deltas })
     }
 
     fn to_record(&self) -> Self::Record {

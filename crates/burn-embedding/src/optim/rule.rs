@@ -52,24 +52,28 @@ impl SparseRule {
         rows: RowSparseGradient<B>,
         state: &mut RowState<B>,
     ) -> Tensor<B, 2> {
-        self.apply_with(lr, weight, rows, state, |target, ids, rows| {
-            target.select_assign(0, ids, rows, IndexingUpdateOp::Add)
-        })
+        let delta = self.delta(lr, &weight, rows, state, select_add);
+        select_add(weight, delta.ids, delta.values)
     }
 
-    /// [`apply`](Self::apply), with `add_rows(target, ids, rows)` adding `rows` `[U, D]` into the
-    /// rows `ids` (unique) of a `[V, D]` weight or state tensor. A backend whose
-    /// `select_assign` copies the target passes an in-place one, so that a step stays
-    /// O(U x D).
-    pub fn apply_with<B: Backend>(
+    /// The first half of [`apply`](Self::apply): advances `state` and returns the rows to add
+    /// to `weight`, which is only read (for weight decay); adding them is the second half.
+    /// `add_rows(target, ids, rows)` adds `rows` `[U, D]` into the rows `ids` (unique) of a
+    /// `[V, D]` state tensor: a backend whose `select_assign` copies the target passes an
+    /// in-place one, so that a step stays O(U x D).
+    pub fn delta<B: Backend>(
         &self,
         lr: f64,
-        weight: Tensor<B, 2>,
+        weight: &Tensor<B, 2>,
         rows: RowSparseGradient<B>,
         state: &mut RowState<B>,
         add_rows: impl Fn(Tensor<B, 2>, Tensor<B, 1, Int>, Tensor<B, 2>) -> Tensor<B, 2>,
-    ) -> Tensor<B, 2> {
-        let RowSparseGradient { ids, values: g, .. } = rows;
+    ) -> RowSparseGradient<B> {
+        let RowSparseGradient {
+            ids,
+            values: g,
+            num_embeddings,
+        } = rows;
         let shape = weight.dims();
         let device = weight.device();
         state.step += 1;
@@ -138,6 +142,16 @@ impl SparseRule {
                 }
             }
         };
-        add_rows(weight, ids, delta)
+        RowSparseGradient::new(ids, delta, num_embeddings)
     }
+}
+
+/// `target[ids] += rows` through burn's `select_assign`, in place when the target is not shared
+/// (on backends whose `select_assign` checks).
+pub(crate) fn select_add<B: Backend>(
+    target: Tensor<B, 2>,
+    ids: Tensor<B, 1, Int>,
+    rows: Tensor<B, 2>,
+) -> Tensor<B, 2> {
+    target.select_assign(0, ids, rows, IndexingUpdateOp::Add)
 }
