@@ -1,9 +1,11 @@
 //! Our layer and burn::nn::Embedding on burn backends.
 //!
-//! Ops (`shared/bench/README.md`), plus two of ours: `forward_autodiff` (the forward on an
-//! autodiff backend, no backward: burn::nn's keeps the [V, D] weight as backward state) and
+//! Ops (`shared/bench/README.md`), plus three of ours: `forward_autodiff` (the forward on an
+//! autodiff backend, no backward: burn::nn's keeps the [V, D] weight as backward state),
 //! `sum_backward` (burn's `sum().backward()` of a leaf of the output's shape: the part of every
-//! backward op that is burn's, not the embedding's).
+//! backward op that is burn's, not the embedding's) and `step_sparse_adam_on_clone`
+//! (`step_sparse_adam` as burn-train's Learner runs it: the step takes a clone of the model while
+//! the old one lives on until the assignment).
 
 use std::time::Instant;
 
@@ -262,6 +264,14 @@ fn ours<B: EmbeddingBackend>(
         rec.time(adam_op, !options.sparse, || {
             let model = emb.take().unwrap();
             emb = Some(step(model, &mut |m, g| optim.step(0.01, m, g)));
+        });
+    }
+    if extras.sparse_steps {
+        let mut emb = Embedding::from_pretrained(fresh(), false, sparse).unwrap();
+        let mut optim = LazyAdamConfig::new().init();
+        rec.time("step_sparse_adam_on_clone", false, || {
+            // burn-train's `self.model = self.model().optimize(..)`.
+            emb = step(emb.clone(), &mut |m, g| optim.step(0.01, m, g));
         });
     }
 

@@ -54,7 +54,7 @@ pub const SERIES: [&str; 6] = [
 ];
 
 /// Ops in table order; the `sparse` steps of burn::nn are its dense ones (it has no other).
-pub const OPS: [&str; 12] = [
+pub const OPS: [&str; 13] = [
     "forward",
     "forward_autodiff",
     "sum_backward",
@@ -65,6 +65,7 @@ pub const OPS: [&str; 12] = [
     "step_adam",
     "step_sparse_sgd",
     "step_sparse_adam",
+    "step_sparse_adam_on_clone",
     "bag_sum",
     "bag_mean",
 ];

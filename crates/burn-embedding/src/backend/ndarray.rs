@@ -268,9 +268,24 @@ where
             values,
             num_embeddings,
         } = rows;
+        // The gradient, turned into the rows to add one value at a time (its own storage when
+        // nothing else holds it).
+        let mut delta = match reference::primitive(values) {
+            NdArrayTensor::F32(values) => contiguous(values.into_owned()),
+            values => {
+                let rows =
+                    RowSparseGradient::new(id_tensor, reference::float(values), num_embeddings);
+                return rule.delta(
+                    lr,
+                    &reference::float(weight.clone()),
+                    rows,
+                    state,
+                    select_add,
+                );
+            }
+        };
+        let delta_rows = delta.as_slice_mut().expect("standard layout");
         let ids = reference::read_indices(id_tensor.clone());
-        // The gradient, turned into the rows to add one value at a time.
-        let mut delta: Vec<f32> = values.into_data().to_vec().expect("f32 rows");
         state.step += 1;
         // Each loop below is the per-row form of the tensor ops in `SparseRule::delta`, in the
         // same order, so that both paths give the same floats.
@@ -279,7 +294,7 @@ where
                 let (lr, wd) = (lr as f32, weight_decay as f32);
                 for (k, &id) in ids.iter().enumerate() {
                     let w = &w[id as usize * d..][..d];
-                    for (x, &w) in delta[k * d..][..d].iter_mut().zip(w) {
+                    for (x, &w) in delta_rows[k * d..][..d].iter_mut().zip(w) {
                         let g = if wd != 0.0 { *x + w * wd } else { *x };
                         *x = g * -lr;
                     }
@@ -297,9 +312,9 @@ where
                 for (k, &id) in ids.iter().enumerate() {
                     let at = id as usize * d;
                     for j in 0..d {
-                        let g = delta[k * d + j];
+                        let g = delta_rows[k * d + j];
                         s[at + j] += g * g;
-                        delta[k * d + j] = (g / (s[at + j].sqrt() + eps)) * -clr;
+                        delta_rows[k * d + j] = (g / (s[at + j].sqrt() + eps)) * -clr;
                     }
                 }
                 state.first = Some(reference::float(tensor_from(sum)));
@@ -324,7 +339,7 @@ where
                 for (k, &id) in ids.iter().enumerate() {
                     let at = id as usize * d;
                     for j in 0..d {
-                        let g = delta[k * d + j];
+                        let g = delta_rows[k * d + j];
                         let (m_old, v_old) = (ms[at + j], vs[at + j]);
                         let m_update = (g - m_old) * one_b1;
                         let v_update = (g * g - v_old) * one_b2;
@@ -332,7 +347,7 @@ where
                         vs[at + j] = v_old + v_update;
                         let update =
                             ((m_update + m_old) / ((v_update + v_old).sqrt() + eps)) * -step_size;
-                        delta[k * d + j] = if weight_decay != 0.0 {
+                        delta_rows[k * d + j] = if weight_decay != 0.0 {
                             w[at + j] * decay + update
                         } else {
                             update
@@ -343,10 +358,9 @@ where
                 state.second = Some(reference::float(tensor_from(v2)));
             }
         }
-        let rows = ids.len();
         RowSparseGradient::new(
             id_tensor,
-            reference::float(tensor(delta, [rows, d])),
+            reference::float(tensor_from(delta)),
             num_embeddings,
         )
     }
