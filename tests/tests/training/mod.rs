@@ -400,3 +400,36 @@ fn clones_kept_across_steps_keep_their_values() {
     assert_eq!(values(after_one.weight.val().inner()), once);
     assert_ne!(once, plain);
 }
+
+/// Clones of a stepped model made before its first read share one weight tensor (one autodiff
+/// node), as clones of any parameter do: a forward through one clone gives the gradient that the
+/// other clone's step reads.
+#[test]
+fn a_forward_through_a_clone_trains_the_model() {
+    let plain = train_lazy_adam(5.0, 4);
+    let mut emb = sparse(50, 4, 5.0);
+    let mut optim = LazyAdamConfig::new().init();
+    for step in 0..4 {
+        let twin = emb.clone();
+        let batch: Vec<i64> = (0..6).map(|i| ((step * 7 + i * 13) % 50) as i64).collect();
+        let out: Tensor<Ad, 2> = twin.forward(ids(&batch, [6]));
+        let grads = GradientsParams::from_grads(out.square().sum().backward(), &emb);
+        emb = optim.step(0.01, emb, grads);
+    }
+    assert_eq!(values(emb.valid().weight.val()), plain);
+}
+
+/// A weight with a save mapper keeps it across sparse steps.
+#[test]
+fn a_save_mapper_survives_sparse_steps() {
+    let mut emb = sparse(50, 4, 6.0);
+    emb.weight = emb.weight.save_mapper(|w| w.mul_scalar(2.0));
+    let mut optim = LazyAdamConfig::new().init();
+    for step in 0..3 {
+        emb = lazy_adam_step(emb, &mut optim, step);
+    }
+    let weight = values(emb.weight.val().inner());
+    let saved = values(emb.into_record().weight.val().inner());
+    let doubled: Vec<f32> = weight.iter().map(|w| w * 2.0).collect();
+    assert_eq!(saved, doubled);
+}

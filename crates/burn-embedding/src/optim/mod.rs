@@ -26,7 +26,7 @@ mod state;
 use burn::config::Config;
 use std::sync::{Mutex, PoisonError};
 
-use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId};
+use burn::module::{AutodiffModule, ModuleMapper, ModuleVisitor, Param, ParamId, ParamMapper};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{
@@ -121,7 +121,9 @@ impl<B: SparseGradients> ModuleVisitor<B> for SparseDeltas<'_, B> {
 /// weight, and adding the rows then would copy the whole `[V, D]` table so as to leave the old
 /// model as it was. By the first read (the next forward) the old model is gone and the rows go
 /// in place. A clone that is still alive then (a snapshot of the model) keeps its values: the
-/// add copies whenever the weight's storage is shared.
+/// add copies whenever the weight's storage is shared. Clones of the stepped model made before
+/// the first read share one slot, and so one weight tensor and its autodiff node, as clones of an
+/// ordinary parameter do.
 struct AddRowsOnRead<B: SparseGradients> {
     deltas: HashMap<ParamId, RowSparseGradient<B::InnerBackend>>,
 }
@@ -132,14 +134,23 @@ impl<B: SparseGradients> ModuleMapper<B> for AddRowsOnRead<B> {
             return param;
         };
         let (id, tensor, mapper) = param.consume();
-        let (shape, device) = (tensor.shape(), tensor.device());
         let require_grad = tensor.is_require_grad();
+        let (shape, device) = (tensor.shape(), tensor.device());
         let weight = tensor.inner().into_primitive().tensor();
-        let slot = Mutex::new(RowsSlot::<B>::Pending(weight, rows));
+        // burn 0.21 cannot give a lazy parameter an existing load/save mapper, only wrap it in
+        // a new one, and wrapping it every step would nest the wrappers without end. Such a
+        // parameter (rare: quantisation, precision changes) takes the rows at once.
+        if format!("{mapper:?}") != format!("{:?}", ParamMapper::<Tensor<B, D>>::default()) {
+            let weight = tracked::<B, D>(B::add_rows(weight, rows), require_grad);
+            return Param::from_mapped_value(id, weight, mapper);
+        }
+        let slot = Mutex::new(RowsSlot::<B, D>::Pending(weight, rows));
         let init = move |_: &B::Device, require_grad: bool| {
             let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
             let weight = match std::mem::replace(&mut *slot, RowsSlot::Failed) {
-                RowsSlot::Pending(weight, rows) => B::add_rows(weight, rows),
+                RowsSlot::Pending(weight, rows) => {
+                    tracked::<B, D>(B::add_rows(weight, rows), require_grad)
+                }
                 RowsSlot::Added(weight) => weight,
                 RowsSlot::Failed => panic!(
                     "the sparse update of embedding weight {id} panicked when first read; it has no value"
@@ -147,24 +158,32 @@ impl<B: SparseGradients> ModuleMapper<B> for AddRowsOnRead<B> {
             };
             // For the clones of the parameter made before this read, which read it later.
             *slot = RowsSlot::Added(weight.clone());
-            let inner =
-                Tensor::<B::InnerBackend, D>::from_primitive(TensorPrimitive::Float(weight));
-            Tensor::from_inner(inner).set_require_grad(require_grad)
+            if weight.is_require_grad() == require_grad {
+                weight
+            } else {
+                weight.set_require_grad(require_grad)
+            }
         };
-        let (load, save) = (mapper.clone(), mapper);
         Param::uninitialized(id, init, device, require_grad, shape)
-            .load_mapper(move |t| load.on_load(t))
-            .save_mapper(move |t| save.on_save(t))
     }
 }
 
+/// The tracked parameter tensor of an updated weight.
+fn tracked<B: SparseGradients, const D: usize>(
+    weight: FloatTensor<B::InnerBackend>,
+    require_grad: bool,
+) -> Tensor<B, D> {
+    let inner = Tensor::<B::InnerBackend, D>::from_primitive(TensorPrimitive::Float(weight));
+    Tensor::from_inner(inner).set_require_grad(require_grad)
+}
+
 /// The weight of [`AddRowsOnRead`], before and after its rows are added.
-enum RowsSlot<B: SparseGradients> {
+enum RowsSlot<B: SparseGradients, const D: usize> {
     Pending(
         FloatTensor<B::InnerBackend>,
         RowSparseGradient<B::InnerBackend>,
     ),
-    Added(FloatTensor<B::InnerBackend>),
+    Added(Tensor<B, D>),
     /// The add panicked.
     Failed,
 }
