@@ -123,10 +123,12 @@ def cases():
 
 
 def optimizer_case(name, V, D, optimizer, steps, padding_idx=None, scale_grad_by_freq=False,
-                   seed=0):
-    """nn.Embedding(sparse=True) trained for len(steps) steps; steps are index lists."""
+                   seed=0, max_norm=None, norm_type=2.0):
+    """nn.Embedding(sparse=True) trained for len(steps) steps; steps are index lists. With
+    max_norm, each forward renormalises the rows it reads in place before the step."""
     g = torch.Generator().manual_seed(seed)
-    emb = torch.nn.Embedding(V, D, padding_idx=padding_idx, sparse=True)
+    emb = torch.nn.Embedding(V, D, padding_idx=padding_idx, max_norm=max_norm,
+                             norm_type=norm_type, sparse=True)
     with torch.no_grad():
         emb.weight.copy_(torch.randn(V, D, generator=g))
         if padding_idx is not None:
@@ -148,6 +150,7 @@ def optimizer_case(name, V, D, optimizer, steps, padding_idx=None, scale_grad_by
         "format": "embedding-golden/1", "kind": "optimizer", "name": name,
         "source": f"torch {torch.__version__} nn.Embedding(sparse=True) + optim, CPU float32 (xtask/golden.py)",
         "config": {"num_embeddings": V, "embedding_dim": D, "padding_idx": padding_idx,
+                   "max_norm": max_norm, "norm_type": norm_type,
                    "scale_grad_by_freq": scale_grad_by_freq, "sparse": True},
         "optimizer": optimizer, "weight": t(weight), "steps": out_steps,
     }
@@ -168,6 +171,16 @@ def optimizer_cases():
                          steps, seed=5)
     yield optimizer_case("own_sparse_adam_rows_skip_steps", 20, 3,
                          {"name": "sparse_adam", "lr": 0.02}, steps + [[1, 1], [19]], seed=6)
+    # max_norm: PyTorch's forward renormalises the rows it reads in place, and the step then
+    # updates the renormalised rows (a Learner's forward, taking &self, cannot: the step does).
+    yield optimizer_case("own_sgd_max_norm", 20, 3, {"name": "sgd", "lr": 0.3}, steps,
+                         max_norm=1.0, seed=7)
+    yield optimizer_case("own_sgd_max_norm_padding", 20, 3, {"name": "sgd", "lr": 0.3}, steps,
+                         padding_idx=4, max_norm=0.8, seed=8)
+    yield optimizer_case("own_adagrad_max_norm_p1", 20, 3, {"name": "adagrad", "lr": 0.2}, steps,
+                         max_norm=1.5, norm_type=1.0, seed=9)
+    yield optimizer_case("own_sparse_adam_max_norm_inf", 20, 3, {"name": "sparse_adam", "lr": 0.05},
+                         steps, max_norm=0.9, norm_type=float("inf"), seed=10)
 
 
 def bag_case(name, V, D, indices, offsets=None, mode="mean", padding_idx=None, max_norm=None,

@@ -142,7 +142,7 @@ fn check_backward<B: EmbeddingBackend, C: CheckpointStrategy>(
         compare("per_sample_weights_grad", grad.into_data(), &expected, tol)?;
     }
     let expected = case.expected("weight_grad").expect("weight_grad");
-    if bag.options.sparse {
+    if bag.options().sparse {
         match bag.sparse_grad_remove(&mut grads) {
             Some(rows) => compare(
                 "sparse rows as dense",

@@ -8,4 +8,5 @@ pub mod determinism;
 pub mod embedding_cases;
 pub mod golden;
 pub mod optimizer_cases;
+pub mod patterns;
 pub mod report;

@@ -5,7 +5,9 @@ use burn_embedding_conformance::report::Tol;
 
 #[cfg(feature = "ndarray")]
 mod training;
-use burn_embedding_conformance::{bag_cases, determinism, embedding_cases, optimizer_cases};
+use burn_embedding_conformance::{
+    bag_cases, determinism, embedding_cases, optimizer_cases, patterns,
+};
 
 #[cfg(feature = "ndarray")]
 mod ndarray {
@@ -43,6 +45,16 @@ mod ndarray {
     fn nondeterministic_backward() {
         determinism::check_nondeterministic::<NdArray>("ndarray", &Default::default());
     }
+
+    /// A sparse gradient dropped, accumulated, and accumulated across `forward_mut` renorms
+    /// trains as the dense one.
+    #[test]
+    fn training_patterns() {
+        let device = Default::default();
+        patterns::skipped_step::<NdArray>(&device);
+        patterns::accumulation::<NdArray>(&device);
+        patterns::forward_mut_with_accumulation::<NdArray>(&device);
+    }
 }
 
 #[cfg(feature = "wgpu")]
@@ -75,6 +87,16 @@ mod wgpu {
     #[test]
     fn nondeterministic_backward() {
         determinism::check_nondeterministic::<Wgpu>("wgpu", &Default::default());
+    }
+
+    /// A sparse gradient dropped, accumulated, and accumulated across `forward_mut` renorms
+    /// trains as the dense one.
+    #[test]
+    fn training_patterns() {
+        let device = Default::default();
+        patterns::skipped_step::<Wgpu>(&device);
+        patterns::accumulation::<Wgpu>(&device);
+        patterns::forward_mut_with_accumulation::<Wgpu>(&device);
     }
 }
 
@@ -109,5 +131,15 @@ mod tch {
     #[test]
     fn nondeterministic_backward() {
         determinism::check_nondeterministic::<LibTorch<f32>>("tch", &LibTorchDevice::Cpu);
+    }
+
+    /// A sparse gradient dropped, accumulated, and accumulated across `forward_mut` renorms
+    /// trains as the dense one.
+    #[test]
+    fn training_patterns() {
+        let device = LibTorchDevice::Cpu;
+        patterns::skipped_step::<LibTorch<f32>>(&device);
+        patterns::accumulation::<LibTorch<f32>>(&device);
+        patterns::forward_mut_with_accumulation::<LibTorch<f32>>(&device);
     }
 }

@@ -7,7 +7,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 use crate::bag_functional::{check_bag_options, try_embedding_bag, try_embedding_bag_fixed};
-use crate::functional::renorm_param;
+use crate::functional::{check_indices, renorm_param};
 use crate::options::{normalize_padding_idx, validate_norm};
 use crate::{
     BagMode, EmbeddingBackend, EmbeddingError, EmbeddingOptions, NormType, RowSparseGradient,
@@ -121,12 +121,12 @@ impl EmbeddingBagConfig {
 pub struct EmbeddingBag<B: Backend> {
     /// The table, `[num_embeddings, embedding_dim]`.
     pub weight: Param<Tensor<B, 2>>,
-    /// The lookup options (not in the record: they come from the config).
-    pub options: EmbeddingOptions,
+    /// The lookup options, validated (not in the record: they come from the config).
+    options: EmbeddingOptions,
     /// The reduction.
-    pub mode: BagMode,
+    mode: BagMode,
     /// Whether the offsets carry the end of the last bag.
-    pub include_last_offset: bool,
+    include_last_offset: bool,
 }
 
 impl<B: EmbeddingBackend> EmbeddingBag<B> {
@@ -216,8 +216,31 @@ impl<B: EmbeddingBackend> EmbeddingBag<B> {
     /// PyTorch's in-place `max_norm` renormalisation of the rows `indices` reference (as
     /// [`Embedding::renorm`](crate::Embedding::renorm)); call it before a forward to leave the
     /// stored weight as PyTorch's forward does. Does nothing without `max_norm`.
+    ///
+    /// # Panics
+    /// On an index outside `0..num_embeddings`, naming it.
     pub fn renorm<const D: usize>(&mut self, indices: Tensor<B, D, Int>) {
+        if self.options.max_norm.is_some()
+            && let Err(err) = check_indices(&indices, self.weight.dims()[0])
+        {
+            panic!("{err}");
+        }
         renorm_param(&mut self.weight, indices, &self.options);
+    }
+
+    /// The lookup options.
+    pub fn options(&self) -> EmbeddingOptions {
+        self.options
+    }
+
+    /// The reduction.
+    pub fn mode(&self) -> BagMode {
+        self.mode
+    }
+
+    /// Whether the offsets carry the end of the last bag.
+    pub fn include_last_offset(&self) -> bool {
+        self.include_last_offset
     }
 }
 
@@ -228,5 +251,11 @@ impl<B: SparseGradients> EmbeddingBag<B> {
         grads: &mut B::Gradients,
     ) -> Option<RowSparseGradient<B::InnerBackend>> {
         crate::sparse_grad_remove(&self.weight.val(), grads)
+    }
+
+    /// The row-sparse gradient of the weight in `grads`, read without taking it (see
+    /// [`sparse_grad`](crate::sparse_grad)): what a step given these gradients applies.
+    pub fn sparse_grad(&self, grads: &B::Gradients) -> Option<RowSparseGradient<B::InnerBackend>> {
+        crate::sparse_grad(&self.weight.val(), grads)
     }
 }

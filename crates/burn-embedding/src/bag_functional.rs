@@ -1,6 +1,7 @@
 //! The embedding bag as a function of a weight tensor: bags from offsets or fixed-length rows,
 //! validated on the host.
 
+use crate::util::{flatten_float, flatten_int};
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::backend::reference::{float, primitive, read_indices};
@@ -198,10 +199,10 @@ pub fn try_embedding_bag_fixed<B: EmbeddingBackend>(
     let bag_of: Vec<i64> = (0..b * l).map(|t| (t / l.max(1)) as i64).collect();
     Ok(bag_unchecked(
         weight,
-        indices.reshape([b * l]),
+        flatten_int(indices),
         &bag_of,
         b,
-        per_sample_weights.map(|w| w.reshape([b * l])),
+        per_sample_weights.map(flatten_float),
         mode,
         options,
     ))

@@ -35,8 +35,8 @@ use crate::{
 pub struct Embedding<B: Backend> {
     /// The table, `[num_embeddings, embedding_dim]`.
     pub weight: Param<Tensor<B, 2>>,
-    /// The lookup options (not in the record: they come from the config).
-    pub options: EmbeddingOptions,
+    /// The lookup options, validated (not in the record: they come from the config).
+    options: EmbeddingOptions,
 }
 
 impl<B: EmbeddingBackend> Embedding<B> {
@@ -110,7 +110,8 @@ impl<B: EmbeddingBackend> Embedding<B> {
 
     /// [`forward`](Self::forward) without the index check, which costs a reduction and a
     /// device-to-host read of two numbers (a sync on GPU backends). An out-of-range index here
-    /// is undefined: a panic on ndarray and tch, garbage or zeros on wgpu.
+    /// is a panic naming it on ndarray, libtorch's error on tch, and zeros or another row on
+    /// wgpu (the device clamps the read; nothing outside the table is touched).
     pub fn forward_unchecked<const DI: usize, const DO: usize>(
         &self,
         indices: Tensor<B, DI, Int>,
@@ -139,15 +140,32 @@ impl<B: EmbeddingBackend> Embedding<B> {
     ) -> Result<Tensor<B, DO>, EmbeddingError> {
         check_rank::<DI, DO>()?;
         check_indices(&indices, self.num_embeddings())?;
-        self.renorm(indices.clone());
+        renorm_param(&mut self.weight, indices.clone(), &self.options);
         Ok(self.forward_unchecked(indices))
     }
 
     /// PyTorch's `embedding_renorm_` on the stored weight: every row referenced by `indices`
     /// whose norm exceeds `max_norm` is rescaled to it. Does nothing without `max_norm`.
-    /// Indices are assumed valid.
+    ///
+    /// # Panics
+    /// On an index outside `0..num_embeddings`, naming it; [`try_renorm`](Self::try_renorm)
+    /// returns the error instead.
     pub fn renorm<const DI: usize>(&mut self, indices: Tensor<B, DI, Int>) {
+        self.try_renorm(indices)
+            .unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// [`renorm`](Self::renorm), returning bad input as an [`EmbeddingError`]; the weight is
+    /// left untouched on error.
+    pub fn try_renorm<const DI: usize>(
+        &mut self,
+        indices: Tensor<B, DI, Int>,
+    ) -> Result<(), EmbeddingError> {
+        if self.options.max_norm.is_some() {
+            check_indices(&indices, self.num_embeddings())?;
+        }
         renorm_param(&mut self.weight, indices, &self.options);
+        Ok(())
     }
 }
 
@@ -160,6 +178,12 @@ impl<B: SparseGradients> Embedding<B> {
         grads: &mut B::Gradients,
     ) -> Option<RowSparseGradient<B::InnerBackend>> {
         crate::sparse_grad_remove(&self.weight.val(), grads)
+    }
+
+    /// The row-sparse gradient of the weight in `grads`, read without taking it (see
+    /// [`sparse_grad`](crate::sparse_grad)): what a step given these gradients applies.
+    pub fn sparse_grad(&self, grads: &B::Gradients) -> Option<RowSparseGradient<B::InnerBackend>> {
+        crate::sparse_grad(&self.weight.val(), grads)
     }
 }
 

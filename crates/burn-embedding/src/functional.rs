@@ -3,7 +3,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
-use crate::backend::reference::{float, primitive};
+use crate::util::{float, primitive};
 use crate::{EmbeddingBackend, EmbeddingError, EmbeddingOptions};
 
 /// Looks up the rows of `weight` `[V, D]` named by `indices` `[..]`, giving `[.., D]`.
@@ -73,16 +73,46 @@ pub fn embedding_unchecked<B: EmbeddingBackend, const DI: usize, const DO: usize
 
 /// PyTorch's `embedding_renorm_`: `weight` with each row referenced by `indices` whose
 /// `norm_type`-norm exceeds `max_norm` rescaled to `max_norm`. Not differentiable.
+///
+/// An index outside `0..V`, a `max_norm` that is negative or not finite and a `norm_type` that
+/// is not `> 0` are [`EmbeddingError`]s naming the value.
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::tensor::{Int, Tensor};
+/// use burn_embedding::functional::embedding_renorm;
+///
+/// let device = Default::default();
+/// let weight = Tensor::<NdArray, 2>::from_floats([[3.0, 4.0], [0.3, 0.4]], &device);
+/// let ids = Tensor::<NdArray, 1, Int>::from_ints([0, 1], &device);
+/// let renormed = embedding_renorm(weight, ids, 1.0, 2.0).unwrap();
+/// let rows = renormed.into_data().to_vec::<f32>().unwrap();
+/// assert!((rows[0] - 0.6).abs() < 1e-6 && rows[3] == 0.4);
+/// ```
 pub fn embedding_renorm<B: EmbeddingBackend, const DI: usize>(
+    weight: Tensor<B, 2>,
+    indices: Tensor<B, DI, Int>,
+    max_norm: f64,
+    norm_type: f64,
+) -> Result<Tensor<B, 2>, EmbeddingError> {
+    crate::options::validate_norm(Some(max_norm), norm_type.into())?;
+    check_indices(&indices, weight.dims()[0])?;
+    Ok(renorm_unchecked(weight, indices, max_norm, norm_type))
+}
+
+fn renorm_unchecked<B: EmbeddingBackend, const DI: usize>(
     weight: Tensor<B, 2>,
     indices: Tensor<B, DI, Int>,
     max_norm: f64,
     norm_type: f64,
 ) -> Tensor<B, 2> {
     let n = indices.shape().num_elements();
+    if n == 0 {
+        return weight;
+    }
     float(B::embedding_renorm(
         primitive(weight),
-        indices.reshape([n]).into_primitive(),
+        crate::util::flatten_int(indices).into_primitive(),
         max_norm,
         norm_type,
     ))
@@ -102,7 +132,7 @@ pub(crate) fn renorm_param<B: EmbeddingBackend, const DI: usize>(
     let placeholder = burn::module::Param::from_tensor(Tensor::zeros([1, 1], &indices.device()));
     *weight = core::mem::replace(weight, placeholder).map(|w| {
         let require_grad = w.is_require_grad();
-        embedding_renorm(w.detach(), indices, max_norm, norm_type).set_require_grad(require_grad)
+        renorm_unchecked(w.detach(), indices, max_norm, norm_type).set_require_grad(require_grad)
     });
 }
 

@@ -65,40 +65,31 @@
 mod bag;
 mod bag_functional;
 mod bag_mode;
+mod carrier;
 mod coalesce;
 mod config;
 mod embedding;
 mod error;
 mod options;
 mod sparse;
+mod util;
 
 pub mod backend;
 pub mod functional;
 pub mod optim;
 
-pub use backend::{
-    EmbeddingBackend, SparseGradients, clear_pending_sparse_grads, pending_sparse_grads,
-};
+pub use backend::{EmbeddingBackend, SparseGradients};
 pub use bag::{EmbeddingBag, EmbeddingBagConfig};
 pub use bag_functional::{
     bags_from_offsets, embedding_bag, try_embedding_bag, try_embedding_bag_fixed,
 };
 pub use bag_mode::BagMode;
+pub use carrier::{
+    clear_pending_sparse_grads, pending_sparse_grads, sparse_grad, sparse_grad_remove,
+};
 pub use config::EmbeddingConfig;
 pub use embedding::Embedding;
 pub use error::EmbeddingError;
 pub use functional::{embedding, try_embedding};
 pub use options::{EmbeddingOptions, NormType, normalize_padding_idx};
 pub use sparse::RowSparseGradient;
-
-use burn::tensor::Tensor;
-
-/// Takes the row-sparse gradient of `weight` out of `grads` after `backward()`.
-///
-/// `None` when no `sparse` lookup of this weight touched a non-padding row.
-pub fn sparse_grad_remove<B: SparseGradients>(
-    weight: &Tensor<B, 2>,
-    grads: &mut B::Gradients,
-) -> Option<RowSparseGradient<B::InnerBackend>> {
-    B::sparse_grad_remove(&weight.clone().into_primitive().tensor(), grads)
-}

@@ -3,8 +3,8 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 
-use crate::backend::reference::{int_tensor, read_indices};
 use crate::coalesce::Coalesced;
+use crate::util::{int_tensor, read_indices};
 
 /// A gradient that is zero outside a few rows: the sorted unique row `ids` `[U]` and their
 /// summed `values` `[U, D]`, standing for a `[num_embeddings, D]` tensor.
@@ -55,6 +55,27 @@ impl<B: Backend> RowSparseGradient<B> {
             self.ids.clone(),
             self.values.clone(),
             IndexingUpdateOp::Add,
+        )
+    }
+
+    /// The same rows on `device`.
+    pub fn to_device(self, device: &B::Device) -> Self {
+        if &self.values.device() == device {
+            return self;
+        }
+        Self::new(
+            self.ids.to_device(device),
+            self.values.to_device(device),
+            self.num_embeddings,
+        )
+    }
+
+    /// The rows times `factor`.
+    pub fn scale(self, factor: f64) -> Self {
+        Self::new(
+            self.ids,
+            self.values.mul_scalar(factor),
+            self.num_embeddings,
         )
     }
 

@@ -1,13 +1,8 @@
-//! [`EmbeddingBackend`] for [`Autodiff<B, C>`]: the custom backward op.
+//! [`EmbeddingBackend`] for [`Autodiff<B, C>`]: the custom backward op of a lookup.
 //!
-//! With `sparse: true` and a leaf weight (a parameter), the backward computes the row-sparse
-//! gradient and hands it to [`pending`](super::pending), which keeps it until an optimizer step
-//! or [`sparse_grad_remove`](crate::sparse_grad_remove) takes it. In the weight's place in
-//! [`Gradients`] it registers a tiny *marker* tensor whose shape cannot broadcast against the
-//! weight: the sparse-aware optimizers remove it, and an optimizer that knows nothing of sparse
-//! gradients fails loudly on it instead of silently leaving the embedding untrained. When the
-//! weight is computed from other tracked tensors (not a leaf), the op falls back to the dense
-//! gradient so that the chain rule can go on.
+//! The backward hands the weight its gradient through [`delivery`](super::delivery): dense, or
+//! (with `sparse: true` and a leaf weight) as rows waiting under a ticket whose marker stands in
+//! the weight's place in [`Gradients`] (see [`carrier`](crate::carrier)).
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -18,30 +13,21 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Tensor, TensorMetadata};
 
-use super::reference::primitive;
-use super::{EmbeddingBackend, pending};
+use super::EmbeddingBackend;
+use super::delivery::{deliver_token_grad, weight_node};
 use crate::optim::{RowState, SparseRule};
 use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
 
-/// Autodiff backends whose backward pass can leave a row-sparse gradient for a weight.
+/// Autodiff backends whose backward pass can give a weight a row-sparse gradient: the bound of
+/// [`optim`](crate::optim)'s optimizers and of [`sparse_grad_remove`](crate::sparse_grad_remove).
+/// Implemented for every `Autodiff<B, C>` with `B: EmbeddingBackend`.
 pub trait SparseGradients: AutodiffBackend + EmbeddingBackend {
-    /// Takes the pending row-sparse gradient of `weight`, if a lookup with `sparse: true` left
-    /// one (a batch that touched at least one non-padding row), and removes its marker from
-    /// `grads`.
-    fn sparse_grad_remove(
-        weight: &FloatTensor<Self>,
-        grads: &mut Self::Gradients,
-    ) -> Option<RowSparseGradient<Self::InnerBackend>>;
-
-    /// Takes the pending row-sparse gradient of `weight` (what an optimizer step consumes).
-    fn sparse_grad_take(
-        weight: &FloatTensor<Self>,
-    ) -> Option<RowSparseGradient<Self::InnerBackend>>;
-
-    /// Whether a row-sparse gradient is pending for `weight`.
-    fn has_sparse_grad(weight: &FloatTensor<Self>) -> bool;
+    /// The autodiff node id of a weight tensor, which the backward records with its rows.
+    #[doc(hidden)]
+    fn weight_node(weight: &FloatTensor<Self>) -> u64;
 
     /// [`EmbeddingBackend::embedding_sparse_delta`] of the inner backend.
+    #[doc(hidden)]
     fn sparse_delta(
         weight: &FloatTensor<Self::InnerBackend>,
         rows: RowSparseGradient<Self::InnerBackend>,
@@ -51,16 +37,11 @@ pub trait SparseGradients: AutodiffBackend + EmbeddingBackend {
     ) -> RowSparseGradient<Self::InnerBackend>;
 
     /// [`EmbeddingBackend::embedding_add_rows`] of the inner backend.
+    #[doc(hidden)]
     fn add_rows(
         weight: FloatTensor<Self::InnerBackend>,
         rows: RowSparseGradient<Self::InnerBackend>,
     ) -> FloatTensor<Self::InnerBackend>;
-}
-
-/// The shape of the marker: one that can broadcast against no `[v, d]` weight (unless
-/// `v = d = 1`), so that `weight - lr * marker` fails.
-pub(crate) fn marker_shape(v: usize, d: usize) -> [usize; 2] {
-    [if v == 2 { 3 } else { 2 }, if d == 3 { 2 } else { 3 }]
 }
 
 #[derive(Debug)]
@@ -77,61 +58,11 @@ impl<B: EmbeddingBackend> Backward<B, 1> for EmbeddingBackward {
     ) {
         let (indices, num_embeddings, options) = ops.state;
         let grad = grads.consume::<B>(&ops.node);
-        if let Some(weight) = &ops.parents[0] {
-            let is_leaf = weight.parents.is_empty();
-            deliver_weight_grad::<B, _>(
-                grads,
-                weight,
-                weight.id,
-                is_leaf,
-                grad,
-                indices,
-                num_embeddings,
-                &options,
-            );
+        let [weight] = ops.parents;
+        if let Some(weight) = weight {
+            let weight = weight_node!(B, weight, grad.clone());
+            deliver_token_grad::<B>(grads, &weight, grad, indices, num_embeddings, &options);
         }
-    }
-}
-
-/// Hands the weight its gradient, given the gradient of each token's row `[.., D]`: row-sparse
-/// (pending, with the marker in `grads`) when `sparse` and the weight is a leaf (a parameter
-/// has no parents), else dense, so that the chain rule can go on.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn deliver_weight_grad<B: EmbeddingBackend, N: Send + Sync + 'static>(
-    grads: &mut Gradients,
-    weight: &std::sync::Arc<N>,
-    weight_id: burn::backend::autodiff::NodeId,
-    weight_is_leaf: bool,
-    token_grad: FloatTensor<B>,
-    indices: IntTensor<B>,
-    num_embeddings: usize,
-    options: &EmbeddingOptions,
-) {
-    if options.sparse && weight_is_leaf {
-        let d = token_grad.shape().as_slice().last().copied().unwrap_or(1);
-        let device = B::float_device(&token_grad);
-        let rows = B::embedding_grad_sparse(token_grad, indices, num_embeddings, options);
-        deliver_sparse_rows::<B, N>(grads, weight, weight_id, rows, num_embeddings, d, &device);
-    } else {
-        let dense = B::embedding_grad_dense(token_grad, indices, num_embeddings, options);
-        grads.register::<B>(weight_id, dense);
-    }
-}
-
-/// Leaves `rows` pending for the weight and puts the marker in its place in `grads`.
-pub(super) fn deliver_sparse_rows<B: EmbeddingBackend, N: Send + Sync + 'static>(
-    grads: &mut Gradients,
-    weight: &std::sync::Arc<N>,
-    weight_id: burn::backend::autodiff::NodeId,
-    rows: Option<RowSparseGradient<B>>,
-    num_embeddings: usize,
-    dim: usize,
-    device: &B::Device,
-) {
-    if let Some(rows) = rows {
-        pending::add::<B, _>(weight, weight_id.value, rows);
-        let marker = Tensor::<B, 2>::zeros(marker_shape(num_embeddings, dim), device);
-        grads.register::<B>(weight_id, primitive(marker));
     }
 }
 
@@ -246,21 +177,8 @@ impl<B: EmbeddingBackend, C: CheckpointStrategy> EmbeddingBackend for Autodiff<B
 }
 
 impl<B: EmbeddingBackend, C: CheckpointStrategy> SparseGradients for Autodiff<B, C> {
-    fn sparse_grad_remove(
-        weight: &FloatTensor<Self>,
-        grads: &mut Gradients,
-    ) -> Option<RowSparseGradient<B>> {
-        let rows = Self::sparse_grad_take(weight)?;
-        grads.remove::<B>(weight);
-        Some(rows)
-    }
-
-    fn sparse_grad_take(weight: &FloatTensor<Self>) -> Option<RowSparseGradient<B>> {
-        pending::take::<B>(weight.node.id.value)
-    }
-
-    fn has_sparse_grad(weight: &FloatTensor<Self>) -> bool {
-        pending::contains(weight.node.id.value)
+    fn weight_node(weight: &FloatTensor<Self>) -> u64 {
+        weight.node.id.value
     }
 
     fn sparse_delta(

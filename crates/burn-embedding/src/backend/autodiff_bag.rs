@@ -11,7 +11,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
 use super::EmbeddingBackend;
-use super::autodiff::{deliver_sparse_rows, deliver_weight_grad};
+use super::delivery::{deliver_rows, deliver_token_grad, weight_node};
 use super::reference_bag::bag_per_sample_weights_grad;
 use crate::{BagMode, EmbeddingOptions};
 
@@ -60,10 +60,8 @@ impl<B: EmbeddingBackend> Backward<B, 2> for EmbeddingBagBackward {
             grads.register::<B>(psw.id, g);
         }
         if let Some(weight) = weight {
-            let is_leaf = weight.parents.is_empty();
-            if s.options.sparse && is_leaf {
-                let d = grad.shape()[1];
-                let device = B::float_device(&grad);
+            let weight = weight_node!(B, weight, grad.clone());
+            if s.options.sparse && weight.is_leaf {
                 let rows = B::embedding_bag_grad_sparse(
                     grad,
                     s.indices,
@@ -75,15 +73,7 @@ impl<B: EmbeddingBackend> Backward<B, 2> for EmbeddingBagBackward {
                     s.num_embeddings,
                     &s.options,
                 );
-                deliver_sparse_rows::<B, _>(
-                    grads,
-                    &weight,
-                    weight.id,
-                    rows,
-                    s.num_embeddings,
-                    d,
-                    &device,
-                );
+                deliver_rows::<B>(grads, &weight, rows, &s.options);
                 return;
             }
             let token_grad = B::embedding_bag_token_grad(
@@ -96,11 +86,9 @@ impl<B: EmbeddingBackend> Backward<B, 2> for EmbeddingBagBackward {
                 s.mode,
                 &s.options,
             );
-            deliver_weight_grad::<B, _>(
+            deliver_token_grad::<B>(
                 grads,
                 &weight,
-                weight.id,
-                is_leaf,
                 token_grad,
                 s.indices,
                 s.num_embeddings,

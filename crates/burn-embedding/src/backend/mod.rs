@@ -2,7 +2,7 @@
 //!
 //! [`EmbeddingBackend`] follows burn's backend-extension pattern (burn's
 //! `examples/custom-wgpu-kernel`): its methods have default bodies built from burn tensor ops
-//! ([`reference`](mod@reference)), so any backend gets a correct implementation from an empty `impl`, and a
+//! (in `reference`), so any backend gets a correct implementation from an empty `impl`, and a
 //! backend with a faster route overrides a method in its own module. The implementation for
 //! [`Autodiff<B, C>`](burn::backend::Autodiff) (in `autodiff`) registers the custom backward op.
 
@@ -12,8 +12,8 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use crate::optim::{RowState, SparseRule, select_add};
 use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
 
-pub mod reference;
-pub mod reference_bag;
+pub(crate) mod reference;
+pub(crate) mod reference_bag;
 
 mod autodiff;
 mod autodiff_bag;
@@ -21,9 +21,9 @@ mod autodiff_bag;
 mod cpu;
 #[cfg(feature = "wgpu")]
 mod cube;
+mod delivery;
 #[cfg(feature = "ndarray")]
 mod ndarray;
-mod pending;
 #[cfg(feature = "tch")]
 mod tch;
 
@@ -209,4 +209,3 @@ pub trait EmbeddingBackend: Backend {
 }
 
 pub use autodiff::SparseGradients;
-pub use pending::{clear_pending_sparse_grads, pending_sparse_grads};

@@ -56,7 +56,8 @@ where
             let rows = TokenRows::new(view, d);
             let counts = options.scale_grad_by_freq.then(|| {
                 let mut counts = vec![0u32; num_embeddings];
-                ids.iter().for_each(|&i| counts[i as usize] += 1);
+                ids.iter()
+                    .for_each(|&i| counts[row_start(i, 1, num_embeddings)] += 1);
                 counts
             });
             // vec![0.0; n] is a zeroed allocation: pages the batch never touches stay untouched.
@@ -65,8 +66,9 @@ where
                 if Some(id as usize) == options.padding_idx {
                     continue;
                 }
-                let scale = counts.as_ref().map_or(1.0, |c| c[id as usize] as f32);
-                let dst = &mut out[id as usize * d..][..d];
+                let at = row_start(id, d, num_embeddings);
+                let scale = counts.as_ref().map_or(1.0, |c| c[at / d.max(1)] as f32);
+                let dst = &mut out[at..][..d];
                 let src = rows.row(pos);
                 if counts.is_some() {
                     dst.iter_mut().zip(src).for_each(|(o, &g)| *o += g / scale);
@@ -149,14 +151,14 @@ where
                     let mut count = 0u32;
                     for t in starts[bag]..starts[bag + 1] {
                         if let Some(&ahead) = ids.get(t + PREFETCH_DISTANCE) {
-                            prefetch_row(table, ahead as usize * d, d);
+                            prefetch_row(table, ahead, d);
                         }
                         let id = ids[t];
                         if Some(id as usize) == options.padding_idx {
                             continue;
                         }
                         count += 1;
-                        let src = &table[id as usize * d..][..d];
+                        let src = &table[row_start(id, d, table.len() / d)..][..d];
                         match &psw {
                             Some(psw) => {
                                 dst.iter_mut().zip(src).for_each(|(o, &x)| *o += x * psw[t])
@@ -293,7 +295,7 @@ where
             SparseRule::Sgd { weight_decay } => {
                 let (lr, wd) = (lr as f32, weight_decay as f32);
                 for (k, &id) in ids.iter().enumerate() {
-                    let w = &w[id as usize * d..][..d];
+                    let w = &w[row_start(id, d, v)..][..d];
                     for (x, &w) in delta_rows[k * d..][..d].iter_mut().zip(w) {
                         let g = if wd != 0.0 { *x + w * wd } else { *x };
                         *x = g * -lr;
@@ -310,7 +312,7 @@ where
                 let clr = (lr / (1.0 + (state.step - 1) as f64 * lr_decay)) as f32;
                 let eps = eps as f32;
                 for (k, &id) in ids.iter().enumerate() {
-                    let at = id as usize * d;
+                    let at = row_start(id, d, v);
                     for j in 0..d {
                         let g = delta_rows[k * d + j];
                         s[at + j] += g * g;
@@ -337,7 +339,7 @@ where
                 let (one_b1, one_b2) = ((1.0 - beta_1) as f32, (1.0 - beta_2) as f32);
                 let (eps, decay) = (eps as f32, (-lr * weight_decay) as f32);
                 for (k, &id) in ids.iter().enumerate() {
-                    let at = id as usize * d;
+                    let at = row_start(id, d, v);
                     for j in 0..d {
                         let g = delta_rows[k * d + j];
                         let (m_old, v_old) = (ms[at + j], vs[at + j]);
@@ -384,8 +386,9 @@ where
         // A copy only when something else holds the weight (it must not see the change).
         let mut weight = contiguous(storage.into_owned());
         let w = weight.as_slice_mut().expect("standard layout");
+        let rows = w.len() / d.max(1);
         for (k, &id) in ids.iter().enumerate() {
-            let dst = &mut w[id as usize * d..][..d];
+            let dst = &mut w[row_start(id, d, rows)..][..d];
             dst.iter_mut()
                 .zip(&values[k * d..][..d])
                 .for_each(|(w, &x)| *w += x);
@@ -422,15 +425,19 @@ fn tensor_from(array: SharedArray<f32>) -> NdArrayTensor {
 /// caches and the TLB, and fetching ahead overlaps those misses (as FBGEMM's kernels do).
 const PREFETCH_DISTANCE: usize = 8;
 
-/// Hints the CPU to bring `table[start..start + len]` into the cache.
+/// Hints the CPU to bring row `id` of `table` (`[V, d]`) into the cache. Only in-range rows:
+/// the address is computed, never wrapped.
 #[inline(always)]
-fn prefetch_row(table: &[f32], start: usize, len: usize) {
+fn prefetch_row(table: &[f32], id: i64, d: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
-        if start + len <= table.len() {
+        if let Ok(id) = usize::try_from(id)
+            && id < table.len() / d.max(1)
+        {
+            let start = id * d;
             // One hint per 64-byte line of the row.
-            for offset in (0..len).step_by(16) {
+            for offset in (0..d).step_by(16) {
                 // SAFETY: prefetching is a hint that never faults; the address is in bounds.
                 unsafe {
                     _mm_prefetch(table.as_ptr().add(start + offset).cast::<i8>(), _MM_HINT_T0)
@@ -439,7 +446,21 @@ fn prefetch_row(table: &[f32], start: usize, len: usize) {
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (table, start, len);
+    let _ = (table, id, d);
+}
+
+/// Where row `id` of a `[rows, d]` table starts. An index outside `0..rows` (which only
+/// `forward_unchecked` and the other unchecked entry points let through) panics naming it: an
+/// offset is never computed from it, so no wrong row is read and no pointer leaves the table.
+#[inline(always)]
+fn row_start(id: i64, d: usize, rows: usize) -> usize {
+    match usize::try_from(id) {
+        Ok(row) if row < rows => row * d,
+        _ => panic!(
+            "index {id} is out of range for an embedding of {rows} rows (valid: 0..{rows}); \
+             the unchecked entry points do not validate indices"
+        ),
+    }
 }
 
 /// The values of a contiguous f32 tensor.
@@ -517,9 +538,9 @@ fn gather(table: &[f32], d: usize, ids: &[i64], index_shape: Shape) -> NdArrayTe
     let copy = |(chunk, ids): (&mut [MaybeUninit<f32>], &[i64])| {
         for (i, (dst, &id)) in chunk.chunks_exact_mut(d).zip(ids).enumerate() {
             if let Some(&ahead) = ids.get(i + PREFETCH_DISTANCE) {
-                prefetch_row(table, ahead as usize * d, d);
+                prefetch_row(table, ahead, d);
             }
-            let src = &table[id as usize * d..][..d];
+            let src = &table[row_start(id, d, table.len() / d)..][..d];
             // SAFETY: `dst` and `src` are both `d` values long and do not overlap (one is the
             // fresh output, the other the table).
             unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast(), d) };

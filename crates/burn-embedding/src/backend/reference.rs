@@ -3,40 +3,17 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{
-    IndexingUpdateOp, Int, Shape, Tensor, TensorData, TensorMetadata, TensorPrimitive,
-};
+use burn::tensor::{IndexingUpdateOp, Int, Shape, Tensor, TensorData, TensorMetadata};
 
 use crate::coalesce::Coalesced;
+pub(crate) use crate::util::{float, int, int_tensor, primitive, read_indices};
 use crate::{EmbeddingOptions, RowSparseGradient};
 
 /// The epsilon PyTorch adds to the norm in `embedding_renorm_`.
-pub const RENORM_EPS: f64 = 1e-7;
-
-pub(crate) fn float<B: Backend, const D: usize>(primitive: FloatTensor<B>) -> Tensor<B, D> {
-    Tensor::from_primitive(TensorPrimitive::Float(primitive))
-}
-
-pub(crate) fn int<B: Backend, const D: usize>(primitive: IntTensor<B>) -> Tensor<B, D, Int> {
-    Tensor::from_primitive(primitive)
-}
-
-pub(crate) fn primitive<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> FloatTensor<B> {
-    tensor.into_primitive().tensor()
-}
-
-/// Reads a 1-D index tensor to the host (a device sync on GPU backends).
-pub fn read_indices<B: Backend>(indices: Tensor<B, 1, Int>) -> Vec<i64> {
-    indices.into_data().iter::<i64>().collect()
-}
-
-/// An index tensor built from host values.
-pub fn int_tensor<B: Backend>(values: &[i64], device: &B::Device) -> Tensor<B, 1, Int> {
-    Tensor::from_data(TensorData::new(values.to_vec(), [values.len()]), device)
-}
+pub(crate) const RENORM_EPS: f64 = 1e-7;
 
 /// The `p`-norm of each row: `[U, D] -> [U, 1]`.
-pub fn row_norms<B: Backend>(rows: Tensor<B, 2>, p: f64) -> Tensor<B, 2> {
+pub(crate) fn row_norms<B: Backend>(rows: Tensor<B, 2>, p: f64) -> Tensor<B, 2> {
     if p.is_infinite() {
         rows.abs().max_dim(1)
     } else if p == 1.0 {
@@ -49,7 +26,7 @@ pub fn row_norms<B: Backend>(rows: Tensor<B, 2>, p: f64) -> Tensor<B, 2> {
 }
 
 /// Rescales each row whose norm exceeds `max_norm` by `max_norm / (norm + 1e-7)`.
-pub fn renorm_rows<B: Backend>(rows: Tensor<B, 2>, max_norm: f64, p: f64) -> Tensor<B, 2> {
+pub(crate) fn renorm_rows<B: Backend>(rows: Tensor<B, 2>, max_norm: f64, p: f64) -> Tensor<B, 2> {
     let norms = row_norms(rows.clone(), p);
     let exceeds = norms.clone().greater_elem(max_norm);
     let factor = norms.ones_like().mask_where(
@@ -77,7 +54,7 @@ fn flatten_grad<B: Backend>(grad: FloatTensor<B>) -> Tensor<B, 2> {
 
 /// Row gather `[V, D], [..] -> [.., D]`, with the referenced rows renormalised first when
 /// `max_norm` is set.
-pub fn forward<B: Backend>(
+pub(crate) fn forward<B: Backend>(
     weight: FloatTensor<B>,
     indices: IntTensor<B>,
     options: &EmbeddingOptions,
@@ -99,7 +76,7 @@ pub fn forward<B: Backend>(
 }
 
 /// PyTorch's `embedding_renorm_`, returning the updated weight.
-pub fn renorm<B: Backend>(
+pub(crate) fn renorm<B: Backend>(
     weight: FloatTensor<B>,
     indices: IntTensor<B>,
     max_norm: f64,
@@ -123,7 +100,7 @@ pub fn renorm<B: Backend>(
 }
 
 /// Dense backward: `[.., D] -> [V, D]`, as PyTorch's `embedding_dense_backward` decomposition.
-pub fn backward_dense<B: Backend>(
+pub(crate) fn backward_dense<B: Backend>(
     grad: FloatTensor<B>,
     indices: IntTensor<B>,
     num_embeddings: usize,
@@ -162,7 +139,7 @@ pub fn backward_dense<B: Backend>(
 }
 
 /// Row-sparse backward: coalesces the batch on the host, then sums the gradient rows per id.
-pub fn backward_sparse<B: Backend>(
+pub(crate) fn backward_sparse<B: Backend>(
     grad: FloatTensor<B>,
     indices: IntTensor<B>,
     num_embeddings: usize,

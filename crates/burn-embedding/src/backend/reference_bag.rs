@@ -10,7 +10,7 @@ use super::reference::{float, forward, int, primitive, read_indices};
 use crate::{BagMode, EmbeddingOptions};
 
 /// The number of non-padding tokens of each bag.
-pub fn bag_counts(
+pub(crate) fn bag_counts(
     ids: &[i64],
     bag_of: &[i64],
     num_bags: usize,
@@ -47,7 +47,7 @@ fn mean_divisors<B: Backend>(counts: &[u32], bag_of: &[i64], device: &B::Device)
 }
 
 /// Bag forward: `[num_bags, D]`, and for mode max the position of each maximum (-1: empty bag).
-pub fn bag_forward<B: Backend>(
+pub(crate) fn bag_forward<B: Backend>(
     weight: FloatTensor<B>,
     indices: IntTensor<B>,
     bag_of: IntTensor<B>,
@@ -115,7 +115,7 @@ pub fn bag_forward<B: Backend>(
 /// gradient `[num_bags, D]`. Padding and `scale_grad_by_freq` are left to the embedding
 /// backward that consumes it.
 #[allow(clippy::too_many_arguments)]
-pub fn bag_token_grad<B: Backend>(
+pub(crate) fn bag_token_grad<B: Backend>(
     grad: FloatTensor<B>,
     indices: IntTensor<B>,
     bag_of: IntTensor<B>,
@@ -167,7 +167,7 @@ pub fn bag_token_grad<B: Backend>(
 
 /// The gradient of `per_sample_weights` `[N]` (mode sum): each token's row dotted with its
 /// bag's output gradient; zero for padding tokens.
-pub fn bag_per_sample_weights_grad<B: Backend>(
+pub(crate) fn bag_per_sample_weights_grad<B: Backend>(
     grad: FloatTensor<B>,
     weight: FloatTensor<B>,
     indices: IntTensor<B>,
@@ -179,7 +179,8 @@ pub fn bag_per_sample_weights_grad<B: Backend>(
     let rows = float::<B, 2>(forward::<B>(weight, indices, options));
     let g = float::<B, 2>(grad).select(0, int::<B, 1>(bag_of));
     let n = ids.len();
-    let mut out = (g * rows).sum_dim(1).reshape([n]);
+    let mut out = crate::util::flatten_float((g * rows).sum_dim(1));
+    debug_assert_eq!(out.dims(), [n]);
     if let Some(mask) = padding_mask::<B>(&ids, options.padding_idx, &device) {
         out = out.mask_fill(mask, 0.0);
     }
@@ -189,7 +190,7 @@ pub fn bag_per_sample_weights_grad<B: Backend>(
 /// The row-sparse weight gradient of a bag forward: the token gradient, then the lookup's
 /// row-sparse backward.
 #[allow(clippy::too_many_arguments)]
-pub fn bag_grad_sparse<B: super::EmbeddingBackend>(
+pub(crate) fn bag_grad_sparse<B: super::EmbeddingBackend>(
     grad: FloatTensor<B>,
     indices: IntTensor<B>,
     bag_of: IntTensor<B>,

@@ -33,14 +33,17 @@ use burn::optim::{
     AdaGrad, AdaGradConfig, Adam, AdamConfig, AdamW, AdamWConfig, GradientsParams, LearningRate,
     MultiGradientsParams, Optimizer, Sgd, SgdConfig,
 };
+use burn::tensor::backend::Backend;
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Tensor, TensorPrimitive};
+use burn::tensor::{Bool, Tensor, TensorData, TensorPrimitive};
 use hashbrown::HashMap;
 
 pub use rule::SparseRule;
 pub(crate) use rule::select_add;
 pub use state::{RowState, RowStateRecord};
 
+use crate::backend::reference::renorm_rows;
+use crate::carrier::{self, Presented, Renorm};
 use crate::{RowSparseGradient, SparseGradients};
 
 /// A sparse-aware optimizer: [`SparseRule`] for weights with a row-sparse gradient, `O` (a burn
@@ -67,54 +70,131 @@ impl<O, B: SparseGradients> SparseOptimizer<O, B> {
         self.rule
     }
 
-    /// Advances the state of every weight with a pending row-sparse gradient and removes its
-    /// marker from `grads`; returns the rows to add to each such weight. Weights are only read.
-    fn sparse_deltas<M: AutodiffModule<B>>(
+    /// The last part of a step: advances the state of each weight in `found` and makes it a
+    /// parameter that adds its rows when first read; then the presented tickets are settled.
+    fn apply<M: AutodiffModule<B>>(
         &mut self,
         lr: LearningRate,
-        module: &M,
-        grads: &mut GradientsParams,
-    ) -> HashMap<ParamId, RowSparseGradient<B::InnerBackend>> {
-        let mut visitor = SparseDeltas::<B> {
+        module: M,
+        found: HashMap<ParamId, Found<B::InnerBackend>>,
+    ) -> M {
+        if found.is_empty() {
+            return module;
+        }
+        let mut update = SparseUpdate::<B> {
             rule: self.rule,
             lr,
             states: &mut self.states,
-            grads,
-            deltas: HashMap::new(),
+            found,
+            settled: Vec::new(),
         };
-        module.visit(&mut visitor);
-        visitor.deltas
+        let module = module.map(&mut update);
+        for (tickets, weight_node) in update.settled {
+            carrier::settle(&tickets, weight_node);
+        }
+        module
     }
 }
 
-/// Phase one of a step: each sparse weight's state update and the rows to add to it.
-struct SparseDeltas<'a, B: SparseGradients> {
-    rule: SparseRule,
-    lr: LearningRate,
-    states: &'a mut HashMap<ParamId, RowState<B::InnerBackend>>,
-    grads: &'a mut GradientsParams,
-    deltas: HashMap<ParamId, RowSparseGradient<B::InnerBackend>>,
+/// The row-sparse gradient of one weight, as read from the markers a step was given.
+struct Found<B: Backend> {
+    presented: Presented<B>,
+    weight_node: u64,
 }
 
-impl<B: SparseGradients> ModuleVisitor<B> for SparseDeltas<'_, B> {
+/// The first part of a step: the rows that the markers in the step's gradients name, for each
+/// sparse weight, with each marker removed from the gradients. Nothing else changes, so that a
+/// panic later in the step (burn's optimizer for the other parameters) leaves the optimizer
+/// state and the waiting rows as they were.
+struct FindRows<'a, B: SparseGradients, G> {
+    grads: &'a mut G,
+    found: HashMap<ParamId, Found<B::InnerBackend>>,
+}
+
+/// Gradients a step can be given: one `GradientsParams`, or one per device.
+trait Markers<B: Backend> {
+    /// Removes and returns the markers of parameter `id` (`[V, D]`), leaving dense gradients.
+    fn take_markers(&mut self, id: ParamId, shape: [usize; 2]) -> Vec<Tensor<B, 2>>;
+}
+
+fn is_marker<B: Backend>(grad: &Tensor<B, 2>, [v, d]: [usize; 2]) -> bool {
+    carrier::can_carry(v, d) && grad.dims() == carrier::marker_shape(v, d)
+}
+
+impl<B: Backend> Markers<B> for GradientsParams {
+    fn take_markers(&mut self, id: ParamId, shape: [usize; 2]) -> Vec<Tensor<B, 2>> {
+        match self.get::<B, 2>(id) {
+            Some(grad) if is_marker(&grad, shape) => {
+                self.remove::<B, 2>(id);
+                vec![grad]
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+impl<B: Backend> Markers<B> for MultiGradientsParams {
+    fn take_markers(&mut self, id: ParamId, shape: [usize; 2]) -> Vec<Tensor<B, 2>> {
+        self.grads
+            .iter_mut()
+            .filter_map(|(grads, _)| grads.take_markers(id, shape).pop())
+            .collect()
+    }
+}
+
+impl<B: SparseGradients, G: Markers<B::InnerBackend>> ModuleVisitor<B> for FindRows<'_, B, G> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         if D != 2 {
             return;
         }
-        let tensor = param.val();
-        let Some(rows) = B::sparse_grad_take(&tensor.clone().into_primitive().tensor()) else {
+        let shape: [usize; 2] = param.lazy_shape().dims();
+        let markers = self.grads.take_markers(param.id, shape);
+        if markers.is_empty() {
             return;
+        }
+        let weight = param.val();
+        let device = weight.device();
+        let mut presented = Presented {
+            tickets: Vec::new(),
+            rows: None,
+            renorms: Vec::new(),
         };
-        // The marker that stood in for the dense gradient.
-        self.grads.remove::<B::InnerBackend, D>(param.id);
-        let state = self.states.entry(param.id).or_default();
-        let weight = tensor.inner().into_primitive().tensor();
-        let delta = B::sparse_delta(&weight, rows, &self.rule, self.lr, state);
-        self.deltas.insert(param.id, delta);
+        // One marker per device that computed gradients: each names the tickets made there.
+        for marker in markers {
+            let [v, d] = shape;
+            let more = carrier::read_marker(&marker, v, d, &device).expect("a marker");
+            presented.tickets.extend(more.tickets);
+            presented.renorms.extend(more.renorms);
+            presented.rows = match (presented.rows.take(), more.rows) {
+                (Some(a), Some(b)) => Some(a.merge(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let weight_node = B::weight_node(&weight.into_primitive().tensor());
+        self.found.insert(
+            param.id,
+            Found {
+                presented,
+                weight_node,
+            },
+        );
     }
 }
 
-/// Phase three: each sparse weight becomes a parameter that adds its rows when first read.
+fn find_rows<B: SparseGradients, M: AutodiffModule<B>, G: Markers<B::InnerBackend>>(
+    module: &M,
+    grads: &mut G,
+) -> HashMap<ParamId, Found<B::InnerBackend>> {
+    let mut visitor = FindRows::<B, G> {
+        grads,
+        found: HashMap::new(),
+    };
+    module.visit(&mut visitor);
+    visitor.found
+}
+
+/// The last part of a step: each sparse weight's state advanced by its rows, and the weight made
+/// a parameter that adds the rows to add when it is first read.
 ///
 /// Not at once, because burn-train's `Learner` steps a clone of its model
 /// (`self.model = self.model().optimize(..)`): during the step the old model still holds the
@@ -124,27 +204,54 @@ impl<B: SparseGradients> ModuleVisitor<B> for SparseDeltas<'_, B> {
 /// add copies whenever the weight's storage is shared. Clones of the stepped model made before
 /// the first read share one slot, and so one weight tensor and its autodiff node, as clones of an
 /// ordinary parameter do.
-struct AddRowsOnRead<B: SparseGradients> {
-    deltas: HashMap<ParamId, RowSparseGradient<B::InnerBackend>>,
+struct SparseUpdate<'a, B: SparseGradients> {
+    rule: SparseRule,
+    lr: LearningRate,
+    states: &'a mut HashMap<ParamId, RowState<B::InnerBackend>>,
+    found: HashMap<ParamId, Found<B::InnerBackend>>,
+    settled: Vec<(Vec<u64>, u64)>,
 }
 
-impl<B: SparseGradients> ModuleMapper<B> for AddRowsOnRead<B> {
+impl<B: SparseGradients> ModuleMapper<B> for SparseUpdate<'_, B> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let Some(rows) = self.deltas.remove(&param.id) else {
+        let Some(found) = self.found.remove(&param.id) else {
+            return param;
+        };
+        let Presented {
+            tickets,
+            rows,
+            renorms,
+        } = found.presented;
+        self.settled.push((tickets, found.weight_node));
+        let Some(rows) = rows else {
             return param;
         };
         let (id, tensor, mapper) = param.consume();
         let require_grad = tensor.is_require_grad();
         let (shape, device) = (tensor.shape(), tensor.device());
         let weight = tensor.inner().into_primitive().tensor();
+        let renorm = renorm_delta::<B::InnerBackend>(&weight, &rows, &renorms);
+        let state = self.states.entry(id).or_default();
+        let mut delta = B::sparse_delta(&weight, rows, &self.rule, self.lr, state);
+        if let Some(renorm) = renorm {
+            // The renormalised rows replace the stored ones before the update; the rule's weight
+            // decay, which read the stored rows, applies to the change too.
+            let decay = match self.rule {
+                SparseRule::Sgd { weight_decay } | SparseRule::LazyAdam { weight_decay, .. } => {
+                    weight_decay
+                }
+                SparseRule::Adagrad { .. } => 0.0,
+            };
+            delta.values = delta.values + renorm.mul_scalar(1.0 - self.lr * decay);
+        }
         // burn 0.21 cannot give a lazy parameter an existing load/save mapper, only wrap it in
         // a new one, and wrapping it every step would nest the wrappers without end. Such a
         // parameter (rare: quantisation, precision changes) takes the rows at once.
         if format!("{mapper:?}") != format!("{:?}", ParamMapper::<Tensor<B, D>>::default()) {
-            let weight = tracked::<B, D>(B::add_rows(weight, rows), require_grad);
+            let weight = tracked::<B, D>(B::add_rows(weight, delta), require_grad);
             return Param::from_mapped_value(id, weight, mapper);
         }
-        let slot = Mutex::new(RowsSlot::<B, D>::Pending(weight, rows));
+        let slot = Mutex::new(RowsSlot::<B, D>::Pending(weight, delta));
         let init = move |_: &B::Device, require_grad: bool| {
             let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
             let weight = match std::mem::replace(&mut *slot, RowsSlot::Failed) {
@@ -168,6 +275,53 @@ impl<B: SparseGradients> ModuleMapper<B> for AddRowsOnRead<B> {
     }
 }
 
+/// `renormalised - stored` for the rows of `rows` that the presented lookups renormalised
+/// (`max_norm`), or `None` when none did: PyTorch's `embedding_renorm_` writes them into the
+/// weight during the forward, so that the update applies to the renormalised rows. A forward
+/// under burn-train's `Learner` (`&self`) cannot, so the step does. Renormalising is
+/// idempotent: rows that `forward_mut` already renormalised do not change.
+fn renorm_delta<B: Backend>(
+    weight: &FloatTensor<B>,
+    rows: &RowSparseGradient<B>,
+    renorms: &[(Renorm, Vec<i64>)],
+) -> Option<Tensor<B, 2>> {
+    if renorms.is_empty() {
+        return None;
+    }
+    let stored = Tensor::<B, 2>::from_primitive(TensorPrimitive::Float(weight.clone()))
+        .select(0, rows.ids.clone());
+    let ids = rows.ids_vec();
+    let mut current = stored.clone();
+    let mut groups: Vec<(Renorm, Vec<i64>)> = Vec::new();
+    for (renorm, read) in renorms {
+        match groups.iter_mut().find(|(r, _)| r == renorm) {
+            Some((_, all)) => all.extend(read),
+            None => groups.push((*renorm, read.clone())),
+        }
+    }
+    for (renorm, mut read) in groups {
+        read.sort_unstable();
+        read.dedup();
+        let renormed = renorm_rows(current.clone(), renorm.max_norm, renorm.norm_type);
+        current = if read.len() == ids.len() {
+            renormed
+        } else {
+            let keep: Vec<bool> = ids
+                .iter()
+                .map(|id| read.binary_search(id).is_ok())
+                .collect();
+            let mask = Tensor::<B, 1, Bool>::from_data(
+                TensorData::new(keep, [ids.len()]),
+                &current.device(),
+            )
+            .unsqueeze_dim::<2>(1)
+            .expand(current.dims());
+            current.mask_where(mask, renormed)
+        };
+    }
+    Some(current - stored)
+}
+
 /// The tracked parameter tensor of an updated weight.
 fn tracked<B: SparseGradients, const D: usize>(
     weight: FloatTensor<B::InnerBackend>,
@@ -177,7 +331,7 @@ fn tracked<B: SparseGradients, const D: usize>(
     Tensor::from_inner(inner).set_require_grad(require_grad)
 }
 
-/// The weight of [`AddRowsOnRead`], before and after its rows are added.
+/// The weight of [`SparseUpdate`], before and after its rows are added.
 enum RowsSlot<B: SparseGradients, const D: usize> {
     Pending(
         FloatTensor<B::InnerBackend>,
@@ -197,17 +351,17 @@ where
     type Record = (O::Record, HashMap<ParamId, RowStateRecord<B>>);
 
     fn step(&mut self, lr: LearningRate, module: M, mut grads: GradientsParams) -> M {
-        let deltas = self.sparse_deltas(lr, &module, &mut grads);
+        let found = find_rows::<B, M, _>(&module, &mut grads);
         let module = self.dense.step(lr, module, grads);
-        module.map(&mut AddRowsOnRead { deltas })
+        self.apply(lr, module, found)
     }
 
-    fn step_multi(&mut self, lr: LearningRate, module: M, grads: MultiGradientsParams) -> M {
-        // Pending rows are keyed by weight, whatever device computed them.
-        let mut empty = GradientsParams::new();
-        let deltas = self.sparse_deltas(lr, &module, &mut empty);
+    fn step_multi(&mut self, lr: LearningRate, module: M, mut grads: MultiGradientsParams) -> M {
+        // Each device's gradients hold a marker naming the tickets of the batches it computed,
+        // whatever fork of the model computed them.
+        let found = find_rows::<B, M, _>(&module, &mut grads);
         let module = self.dense.step_multi(lr, module, grads);
-        module.map(&mut AddRowsOnRead { deltas })
+        self.apply(lr, module, found)
     }
 
     fn to_record(&self) -> Self::Record {

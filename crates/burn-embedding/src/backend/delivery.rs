@@ -1,0 +1,108 @@
+//! How the backward ops of a lookup and of a bag hand the weight its gradient: dense, or as
+//! rows waiting under a ticket with the ticket's marker in the weight's place
+//! ([`carrier`](crate::carrier)).
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::grads::Gradients;
+use burn::tensor::backend::Backend;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{IndexingUpdateOp, TensorMetadata};
+
+use super::EmbeddingBackend;
+use crate::carrier::{self, Renorm};
+use crate::util::{float, primitive};
+use crate::{EmbeddingOptions, RowSparseGradient};
+
+/// The weight of a backward op: an autodiff tensor with the weight's node (its values are a
+/// stand-in, never read: burn looks gradients up by node id), and whether the weight is a leaf
+/// (a parameter has no parents; a weight computed from other tracked tensors needs the dense
+/// gradient for the chain rule to go on).
+pub(super) struct WeightNode<B: Backend> {
+    pub handle: FloatTensor<Autodiff<B>>,
+    pub is_leaf: bool,
+}
+
+/// The [`WeightNode`] of a backward op's parent `$node` (burn's `NodeRef`, which only a backward
+/// op can name), with the primitive `$stand_in` for values.
+macro_rules! weight_node {
+    ($B:ty, $node:expr, $stand_in:expr) => {{
+        let node = $node;
+        let mut handle =
+            <burn::backend::Autodiff<$B> as burn::tensor::backend::AutodiffBackend>::from_inner(
+                $stand_in,
+            );
+        handle.rc = std::sync::Arc::new(node.id);
+        let is_leaf = node.parents.is_empty();
+        handle.node = node;
+        $crate::backend::delivery::WeightNode::<$B> { handle, is_leaf }
+    }};
+}
+pub(super) use weight_node;
+
+/// Hands the weight its gradient, given the gradient of each token's row `[.., D]`: row-sparse
+/// when `options.sparse` and the weight is a leaf, dense otherwise.
+pub(super) fn deliver_token_grad<B: EmbeddingBackend>(
+    grads: &mut Gradients,
+    weight: &WeightNode<B>,
+    token_grad: FloatTensor<B>,
+    indices: IntTensor<B>,
+    num_embeddings: usize,
+    options: &EmbeddingOptions,
+) {
+    if options.sparse && weight.is_leaf {
+        let rows = B::embedding_grad_sparse(token_grad, indices, num_embeddings, options);
+        deliver_rows::<B>(grads, weight, rows, options);
+    } else {
+        let dense = B::embedding_grad_dense(token_grad, indices, num_embeddings, options);
+        grads.register::<B>(weight.handle.node.id, dense);
+    }
+}
+
+/// Hands a leaf weight the rows of one backward contribution (`None`: the batch touched no row).
+///
+/// When another op already gave the weight a dense gradient (a weight tied to an output
+/// projection), the rows are added into it and the whole gradient stays dense, as it is for a
+/// dense layer. A `[1, 1]` weight gets its one-element gradient dense. Otherwise the rows wait
+/// under a fresh ticket and its marker goes in the weight's place; burn adds it to the markers
+/// of the weight's other lookups in the graph.
+pub(super) fn deliver_rows<B: EmbeddingBackend>(
+    grads: &mut Gradients,
+    weight: &WeightNode<B>,
+    rows: Option<RowSparseGradient<B>>,
+    options: &EmbeddingOptions,
+) {
+    let Some(rows) = rows else {
+        return;
+    };
+    let (num_embeddings, dim) = (rows.num_embeddings, rows.dim());
+    let id = weight.handle.node.id;
+    // What other ops of the graph already registered for the weight.
+    let earlier = grads.remove::<B>(&weight.handle);
+    match earlier {
+        Some(earlier) if earlier.shape().as_slice() == [num_embeddings, dim] => {
+            let dense = float::<B, 2>(earlier).select_assign(
+                0,
+                rows.ids,
+                rows.values,
+                IndexingUpdateOp::Add,
+            );
+            grads.register::<B>(id, primitive(dense));
+        }
+        earlier => {
+            if let Some(marker) = earlier {
+                // The marker of another lookup of this weight: burn adds ours to it.
+                grads.register::<B>(id, marker);
+            }
+            if !carrier::can_carry(num_embeddings, dim) {
+                grads.register::<B>(id, primitive(rows.to_dense()));
+                return;
+            }
+            let renorm = options.max_norm.map(|max_norm| Renorm {
+                max_norm,
+                norm_type: options.norm_type.p(),
+            });
+            let marker = carrier::issue(rows, renorm, id.value);
+            grads.register::<B>(id, primitive(marker));
+        }
+    }
+}

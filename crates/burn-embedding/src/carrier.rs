@@ -1,0 +1,478 @@
+//! How a row-sparse gradient travels from the backward pass to the step that applies it, with
+//! the guarantees of a dense gradient.
+//!
+//! burn's `Gradients` and `GradientsParams` hold one dense tensor per parameter, and burn adds
+//! those tensors when it accumulates (two uses of a weight in one graph, `GradientsAccumulator`,
+//! the Learner's `grads_accumulation`, the multi-device sum), so a `[U, D]` block of rows cannot
+//! ride in them. What rides there instead is a *marker*: each backward contribution of a sparse
+//! weight gets a fresh *ticket*, its rows wait here under the ticket, and the tensor registered in
+//! the weight's place is the ticket's *signature*: a small `[2, 64]` tensor of pseudo-random
+//! integers drawn from the ticket.
+//!
+//! Whatever burn does to gradients is linear, and so is a signature sum: the marker a step
+//! receives is `sum_t c_t * signature(t)` over the tickets `t` of the gradients it was given
+//! (`c_t = 1` for an accumulated batch, `0` for a dropped one, `0.5` for a gradient the user
+//! halved). [`decode`] solves for the `c_t` over the tickets waiting for weights of that shape
+//! (least squares on at most [`MAX_WAITING`] unknowns against 128 equations: random integer
+//! signatures are independent, so the solution is unique) and the step applies
+//! `sum_t c_t * rows(t)`, exactly what the dense gradient would have been:
+//!
+//! - a `Gradients` dropped without a step: its ticket is in no marker a step receives, so its
+//!   rows are never applied; they are dropped after a few steps of the weight (see [`settle`]);
+//! - accumulation over k batches: the marker is the sum of k signatures, the step applies the k
+//!   row sets;
+//! - two models, any threads, the same `ParamId`s or not: each marker names its own tickets;
+//! - multi-device training: each device's marker names the tickets computed there, whatever fork
+//!   of the model computed them;
+//! - a weight removed from `GradientsParams` (frozen for a step) or stepped by another optimizer:
+//!   no marker, nothing applied.
+//!
+//! Signature values are integers in `1..=4096`, so a sum of up to 4096 markers is exact in f32.
+
+use std::any::{Any, TypeId};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::{RowSparseGradient, SparseGradients};
+
+/// Columns of a marker (rows: 2, or 3 for a weight of 2 rows).
+const MARKER_COLS: usize = 64;
+/// The most tickets of one weight shape that can wait at once; the oldest is dropped beyond it.
+/// 96 unknowns against the 128 equations of a marker.
+pub(crate) const MAX_WAITING: usize = 96;
+/// Signature values lie in `1..=SIGNATURE_MAX`.
+const SIGNATURE_MAX: u64 = 4096;
+
+/// The shape of the marker of a `[num_embeddings, dim]` weight: one that broadcasts against no
+/// weight but `[1, 1]` (which never gets a marker), so that an optimizer that knows nothing of
+/// sparse gradients fails on it instead of silently leaving the table untrained.
+pub(crate) fn marker_shape(num_embeddings: usize, dim: usize) -> [usize; 2] {
+    [
+        if num_embeddings == 2 { 3 } else { 2 },
+        if dim == MARKER_COLS {
+            MARKER_COLS + 1
+        } else {
+            MARKER_COLS
+        },
+    ]
+}
+
+/// Whether a `[num_embeddings, dim]` weight can carry a marker: a `[1, 1]` weight would
+/// broadcast against any, so it gets its (one-element) gradient dense.
+pub(crate) fn can_carry(num_embeddings: usize, dim: usize) -> bool {
+    num_embeddings > 1 || dim > 1
+}
+
+/// The `[max_norm, p]` renormalisation that a lookup applied to the rows it read, which the step
+/// writes into the stored weight before the update, as PyTorch's in-place `embedding_renorm_`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Renorm {
+    pub max_norm: f64,
+    pub norm_type: f64,
+}
+
+/// Weights of the same backend and shape share one pool of candidate tickets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Class {
+    backend: TypeId,
+    num_embeddings: usize,
+    dim: usize,
+}
+
+impl Class {
+    fn of<B: Backend>(num_embeddings: usize, dim: usize) -> Self {
+        Self {
+            backend: TypeId::of::<B>(),
+            num_embeddings,
+            dim,
+        }
+    }
+}
+
+struct Waiting {
+    ticket: u64,
+    class: Class,
+    rows: Box<dyn Any + Send>,
+    renorm: Option<Renorm>,
+    /// The autodiff node of the weight tensor the lookup read.
+    weight_node: u64,
+    /// Steps of its weight that did not present this ticket.
+    missed: u8,
+}
+
+static NEXT_TICKET: AtomicU64 = AtomicU64::new(1);
+static WAITING: LazyLock<Mutex<Vec<Waiting>>> = LazyLock::new(Default::default);
+
+fn waiting() -> MutexGuard<'static, Vec<Waiting>> {
+    // Every update under the lock is a single push, retain or remove: a panic elsewhere cannot
+    // leave the list half-changed.
+    WAITING.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The signature of a ticket: `len` integers in `1..=SIGNATURE_MAX` (splitmix64).
+fn signature(ticket: u64, len: usize) -> Vec<f32> {
+    let mut state = ticket.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (0..len)
+        .map(|_| {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            (1 + z % SIGNATURE_MAX) as f32
+        })
+        .collect()
+}
+
+/// Leaves `rows` waiting under a fresh ticket and returns the marker to register in the weight's
+/// place: `[2, 64]` (see [`marker_shape`]).
+pub(crate) fn issue<B: Backend>(
+    rows: RowSparseGradient<B>,
+    renorm: Option<Renorm>,
+    weight_node: u64,
+) -> Tensor<B, 2> {
+    let (num_embeddings, dim) = (rows.num_embeddings, rows.dim());
+    let device = rows.values.device();
+    let shape = marker_shape(num_embeddings, dim);
+    let ticket = NEXT_TICKET.fetch_add(1, Ordering::Relaxed);
+    let class = Class::of::<B>(num_embeddings, dim);
+    let mut list = waiting();
+    // Bounded memory when backward passes run and no step follows: the oldest ticket of the
+    // shape goes (one that already missed a step first). A step presenting it then fails loudly.
+    if list.iter().filter(|w| w.class == class).count() >= MAX_WAITING {
+        let oldest = list
+            .iter()
+            .position(|w| w.class == class && w.missed > 0)
+            .or_else(|| list.iter().position(|w| w.class == class))
+            .expect("the class has waiting tickets");
+        list.remove(oldest);
+    }
+    list.push(Waiting {
+        ticket,
+        class,
+        rows: Box::new(rows),
+        renorm,
+        weight_node,
+        missed: 0,
+    });
+    drop(list);
+    Tensor::from_data(
+        TensorData::new(signature(ticket, shape[0] * shape[1]), shape),
+        &device,
+    )
+}
+
+/// The rows a marker stands for, read by a step before it changes anything.
+pub(crate) struct Presented<B: Backend> {
+    /// The tickets whose rows are in `rows`.
+    pub tickets: Vec<u64>,
+    /// `sum_t c_t * rows(t)`, coalesced; `None` when every coefficient is zero.
+    pub rows: Option<RowSparseGradient<B>>,
+    /// The renormalisations the lookups applied, with the ids each read.
+    pub renorms: Vec<(Renorm, Vec<i64>)>,
+}
+
+/// Why a marker could not be read.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Undecodable {
+    pub num_embeddings: usize,
+    pub dim: usize,
+    pub candidates: usize,
+}
+
+impl core::fmt::Display for Undecodable {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "the row-sparse gradient of a [{}, {}] embedding weight cannot be read: its marker \
+             matches no combination of the {} row sets waiting for weights of that shape. Its rows \
+             were dropped: more than {MAX_WAITING} backward passes of such weights waited without a \
+             step, the gradient missed four steps of its weight, or `clear_pending_sparse_grads` \
+             was called",
+            self.num_embeddings, self.dim, self.candidates
+        )
+    }
+}
+
+/// Reads the marker of a `[num_embeddings, dim]` weight: the tickets it names, with their rows
+/// summed (each times its coefficient) and moved to `device`. Nothing is removed.
+pub(crate) fn decode<B: Backend>(
+    marker: Tensor<B, 2>,
+    num_embeddings: usize,
+    dim: usize,
+    device: &B::Device,
+) -> Result<Presented<B>, Undecodable> {
+    let values: Vec<f64> = marker
+        .into_data()
+        .convert::<f32>()
+        .iter::<f32>()
+        .map(f64::from)
+        .collect();
+    let class = Class::of::<B>(num_embeddings, dim);
+    let candidates: Vec<(u64, RowSparseGradient<B>, Option<Renorm>)> = waiting()
+        .iter()
+        .filter(|w| w.class == class)
+        .map(|w| {
+            let rows = w
+                .rows
+                .downcast_ref::<RowSparseGradient<B>>()
+                .expect("a class holds rows of its own backend")
+                .clone();
+            (w.ticket, rows, w.renorm)
+        })
+        .collect();
+    let tickets: Vec<u64> = candidates.iter().map(|c| c.0).collect();
+    let undecodable = Undecodable {
+        num_embeddings,
+        dim,
+        candidates: candidates.len(),
+    };
+    let coefficients = solve(&tickets, &values).ok_or(undecodable)?;
+    let mut presented = Presented {
+        tickets: Vec::new(),
+        rows: None,
+        renorms: Vec::new(),
+    };
+    for ((ticket, rows, renorm), c) in candidates.into_iter().zip(coefficients) {
+        if c == 0.0 {
+            continue;
+        }
+        presented.tickets.push(ticket);
+        if let Some(renorm) = renorm {
+            presented.renorms.push((renorm, rows.ids_vec()));
+        }
+        let rows = rows.to_device(device);
+        let rows = if c == 1.0 { rows } else { rows.scale(c) };
+        presented.rows = Some(match presented.rows.take() {
+            Some(sum) => sum.merge(rows),
+            None => rows,
+        });
+    }
+    Ok(presented)
+}
+
+/// The coefficients `c` with `sum_t c_t * signature(t) = marker`, or `None` when no combination
+/// of the tickets gives the marker. Coefficients within 1e-6 of an integer are that integer.
+fn solve(tickets: &[u64], marker: &[f64]) -> Option<Vec<f64>> {
+    let m = marker.len();
+    let n = tickets.len();
+    let scale = marker.iter().fold(1.0f64, |a, v| a.max(v.abs()));
+    if marker.iter().all(|&v| v == 0.0) {
+        return Some(vec![0.0; n]);
+    }
+    if n == 0 {
+        return None;
+    }
+    let columns: Vec<Vec<f64>> = tickets
+        .iter()
+        .map(|&t| signature(t, m).into_iter().map(f64::from).collect())
+        .collect();
+    // Normal equations, solved by Gaussian elimination with partial pivoting (n <= 96).
+    let mut a = vec![vec![0.0f64; n + 1]; n];
+    for i in 0..n {
+        for j in i..n {
+            let g: f64 = (0..m).map(|k| columns[i][k] * columns[j][k]).sum();
+            a[i][j] = g;
+            a[j][i] = g;
+        }
+        a[i][n] = (0..m).map(|k| columns[i][k] * marker[k]).sum();
+    }
+    for col in 0..n {
+        let pivot = (col..n).max_by(|&x, &y| a[x][col].abs().total_cmp(&a[y][col].abs()))?;
+        if a[pivot][col].abs() < 1e-9 {
+            return None;
+        }
+        a.swap(col, pivot);
+        for row in 0..n {
+            if row != col {
+                let factor = a[row][col] / a[col][col];
+                if factor != 0.0 {
+                    for k in col..=n {
+                        a[row][k] -= factor * a[col][k];
+                    }
+                }
+            }
+        }
+    }
+    let coefficients: Vec<f64> = (0..n)
+        .map(|i| {
+            let c = a[i][n] / a[i][i];
+            let rounded = c.round();
+            if (c - rounded).abs() <= 1e-6 * rounded.abs().max(1.0) {
+                rounded
+            } else {
+                c
+            }
+        })
+        .collect();
+    let residual = (0..m)
+        .map(|k| {
+            let fitted: f64 = (0..n).map(|i| coefficients[i] * columns[i][k]).sum();
+            (fitted - marker[k]).abs()
+        })
+        .fold(0.0f64, f64::max);
+    (residual <= 1e-4 * scale).then_some(coefficients)
+}
+
+/// Steps of its weight that a ticket may miss before its rows are dropped: enough for a few
+/// gradients computed ahead and stepped one after the other, few enough that the rows of a
+/// dropped `Gradients` do not pile up.
+const MISSED_LIMIT: u8 = 4;
+
+/// After a step of the weight whose tensor has node `weight_node`: the presented tickets are
+/// gone, and every other ticket of that weight (read from that tensor, or from one of the tensors
+/// the presented tickets were read from: a weight that `forward_mut` renormalised between
+/// batches) missed a step. One that missed [`MISSED_LIMIT`] is dropped: its `Gradients` was
+/// dropped without a step.
+///
+/// Tickets of other weights are left alone, whatever their tensors became: the forks of a model
+/// that multi-device training computes on are gone by the step that presents their tickets.
+/// Their memory is bounded by [`MAX_WAITING`].
+pub(crate) fn settle(presented: &[u64], weight_node: u64) {
+    let mut list = waiting();
+    let mut nodes = vec![weight_node];
+    nodes.extend(
+        list.iter()
+            .filter(|w| presented.contains(&w.ticket))
+            .map(|w| w.weight_node),
+    );
+    list.retain(|w| !presented.contains(&w.ticket));
+    for w in list.iter_mut() {
+        if nodes.contains(&w.weight_node) {
+            w.missed = w.missed.saturating_add(1);
+        }
+    }
+    list.retain(|w| w.missed < MISSED_LIMIT);
+}
+
+/// Reads the gradient `grad` of a `[num_embeddings, dim]` weight: `None` when it is dense (not a
+/// marker), else the rows its marker names.
+///
+/// # Panics
+/// When the marker names rows that were dropped (see [`Undecodable`]).
+pub(crate) fn read_marker<B: Backend>(
+    grad: &Tensor<B, 2>,
+    num_embeddings: usize,
+    dim: usize,
+    device: &B::Device,
+) -> Option<Presented<B>> {
+    if grad.dims() != marker_shape(num_embeddings, dim) || !can_carry(num_embeddings, dim) {
+        return None;
+    }
+    Some(
+        decode(grad.clone(), num_embeddings, dim, device)
+            .unwrap_or_else(|err| panic!("burn-embedding: {err}")),
+    )
+}
+
+/// Takes the row-sparse gradient of `weight` out of `grads` after `backward()`: the rows of
+/// every sparse lookup of `weight` in the graph, summed and coalesced.
+///
+/// `None` when no sparse lookup of `weight` touched a row, and when its gradient is dense (a
+/// `sparse: false` layer; a sparse weight that another op also used densely, such as a tied
+/// output projection; a `[1, 1]` weight): `weight.grad(&grads)` returns it then, and it stays in
+/// `grads`.
+///
+/// ```
+/// use burn::backend::{Autodiff, NdArray};
+/// use burn::tensor::{Int, Tensor};
+/// use burn_embedding::{EmbeddingConfig, sparse_grad_remove};
+///
+/// type B = Autodiff<NdArray>;
+/// let device = Default::default();
+/// let emb = EmbeddingConfig::new(10, 4).with_sparse(true).init::<B>(&device);
+/// let out: Tensor<B, 2> = emb.forward(Tensor::<B, 1, Int>::from_ints([3, 1, 3], &device));
+/// let mut grads = out.sum().backward();
+/// let rows = sparse_grad_remove(&emb.weight.val(), &mut grads).unwrap();
+/// assert_eq!(rows.ids_vec(), vec![1, 3]);
+/// assert_eq!(rows.values.into_data().to_vec::<f32>().unwrap()[4..], [2.0; 4]);
+/// ```
+pub fn sparse_grad_remove<B: SparseGradients>(
+    weight: &Tensor<B, 2>,
+    grads: &mut B::Gradients,
+) -> Option<RowSparseGradient<B::InnerBackend>> {
+    let grad = weight.grad_remove(grads)?;
+    let [num_embeddings, dim] = weight.dims();
+    let Some(presented) = read_marker(&grad, num_embeddings, dim, &weight.device()) else {
+        weight.grad_replace(grads, grad);
+        return None;
+    };
+    settle(
+        &presented.tickets,
+        B::weight_node(&weight.clone().into_primitive().tensor()),
+    );
+    presented.rows
+}
+
+/// The row-sparse gradient of `weight` in `grads`, read without taking it: what
+/// [`sparse_grad_remove`] would return. `weight.grad(&grads)` of a sparse weight returns its
+/// marker (a small tensor that only this crate can read), since burn keeps one tensor per weight.
+pub fn sparse_grad<B: SparseGradients>(
+    weight: &Tensor<B, 2>,
+    grads: &B::Gradients,
+) -> Option<RowSparseGradient<B::InnerBackend>> {
+    let grad = weight.grad(grads)?;
+    let [num_embeddings, dim] = weight.dims();
+    read_marker(&grad, num_embeddings, dim, &weight.device())?.rows
+}
+
+/// Drops every waiting row-sparse gradient: the markers of gradients computed before can no
+/// longer be stepped (a step meeting one panics, naming the cause).
+pub fn clear_pending_sparse_grads() {
+    waiting().clear();
+}
+
+/// Number of row-sparse gradients waiting for a step (for tests and diagnostics): one per
+/// backward contribution not yet stepped or swept.
+pub fn pending_sparse_grads() -> usize {
+    waiting().len()
+}
+
+#[cfg(all(test, feature = "ndarray"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sums_of_signatures_decode_to_their_tickets() {
+        let tickets: Vec<u64> = (1000..1040).collect();
+        let len = 128;
+        let sig = |t: u64| signature(t, len);
+        let mut marker = vec![0.0f64; len];
+        for (t, c) in [(1003u64, 1.0), (1010, 1.0), (1010, 1.0), (1039, 0.5)] {
+            for (m, s) in marker.iter_mut().zip(sig(t)) {
+                *m += c * f64::from(s);
+            }
+        }
+        let c = solve(&tickets, &marker).unwrap();
+        for (t, c) in tickets.iter().zip(c) {
+            let expected = match t {
+                1003 => 1.0,
+                1010 => 2.0,
+                1039 => 0.5,
+                _ => 0.0,
+            };
+            assert!((c - expected).abs() < 1e-9, "ticket {t}: {c} != {expected}");
+        }
+        // A ticket that is not a candidate cannot be explained away.
+        assert!(solve(&tickets[..3], &marker).is_none());
+        assert_eq!(solve(&tickets, &vec![0.0; len]), Some(vec![0.0; 40]));
+    }
+
+    #[test]
+    fn marker_shapes_never_broadcast_against_their_weight() {
+        for v in 1..5 {
+            for d in [1, 2, 3, 63, 64, 65, 128] {
+                let [r, c] = marker_shape(v, d);
+                if !can_carry(v, d) {
+                    continue;
+                }
+                let broadcasts = (r == v || v == 1) && (c == d || d == 1);
+                assert!(!broadcasts, "[{v}, {d}] against [{r}, {c}]");
+                assert!(r * c >= 128 && MAX_WAITING < r * c);
+            }
+        }
+    }
+}
