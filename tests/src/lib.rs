@@ -9,4 +9,5 @@ pub mod embedding_cases;
 pub mod golden;
 pub mod optimizer_cases;
 pub mod patterns;
+pub mod property;
 pub mod report;

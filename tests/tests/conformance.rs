@@ -3,6 +3,8 @@
 
 use burn_embedding_conformance::report::Tol;
 
+#[cfg(all(feature = "ndarray", any(feature = "wgpu", feature = "tch")))]
+mod learner_backends;
 #[cfg(feature = "ndarray")]
 mod training;
 use burn_embedding_conformance::{
@@ -55,6 +57,12 @@ mod ndarray {
         patterns::accumulation::<NdArray>(&device);
         patterns::forward_mut_with_accumulation::<NdArray>(&device);
     }
+
+    /// Random lookups with every option against a plain-loop reference.
+    #[test]
+    fn random_cases() {
+        property::run::<NdArray>("ndarray", &Default::default(), 0x5EED, 400);
+    }
 }
 
 #[cfg(feature = "wgpu")]
@@ -97,6 +105,18 @@ mod wgpu {
         patterns::skipped_step::<Wgpu>(&device);
         patterns::accumulation::<Wgpu>(&device);
         patterns::forward_mut_with_accumulation::<Wgpu>(&device);
+    }
+
+    /// Random lookups with every option against a plain-loop reference.
+    #[test]
+    fn random_cases() {
+        property::run::<Wgpu>("wgpu", &Default::default(), 0x5EED, 150);
+    }
+
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn learner_matches_ndarray() {
+        crate::learner_backends::matches_ndarray::<Wgpu>("wgpu", &Default::default());
     }
 }
 
@@ -141,5 +161,17 @@ mod tch {
         patterns::skipped_step::<LibTorch<f32>>(&device);
         patterns::accumulation::<LibTorch<f32>>(&device);
         patterns::forward_mut_with_accumulation::<LibTorch<f32>>(&device);
+    }
+
+    /// Random lookups with every option against a plain-loop reference.
+    #[test]
+    fn random_cases() {
+        property::run::<LibTorch<f32>>("tch", &LibTorchDevice::Cpu, 0x5EED, 400);
+    }
+
+    #[cfg(feature = "ndarray")]
+    #[test]
+    fn learner_matches_ndarray() {
+        crate::learner_backends::matches_ndarray::<LibTorch<f32>>("tch", &LibTorchDevice::Cpu);
     }
 }

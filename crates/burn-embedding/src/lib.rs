@@ -19,48 +19,73 @@
 //!   backward, with row-sparse gradients.
 //! - [`RowSparseGradient`]: with `sparse: true`, the backward yields the sorted unique touched
 //!   rows and their summed gradients, and never creates a `[V, D]` tensor;
-//!   [`sparse_grad_remove`] takes it after `backward()` (how it travels:
-//!   [`SparseGradients`]).
+//!   [`sparse_grad_remove`] takes it after `backward()` (how it travels: below).
 //!
 //! Indices are validated on every backend (PyTorch checks them on the CPU only): an index
 //! outside `0..num_embeddings` is an [`EmbeddingError`] naming it.
 //!
 //! ## `max_norm` and the stored weight
 //! PyTorch renormalises the referenced rows of the weight in place during the forward, so that
-//! the optimizer then updates the renormalised rows. A burn forward takes `&self`, so
-//! [`Embedding::forward`] gives PyTorch's output but leaves the stored weight as it is;
-//! [`Embedding::forward_mut`] (or [`Embedding::renorm`] before the forward) also writes the
-//! renormalised rows back into the weight, keeping its parameter id, so that the weight equals
-//! PyTorch's before the next update. Renormalising is idempotent, so calling both is harmless.
-
+//! the optimizer then updates the renormalised rows. A burn forward takes `&self` (burn-train's
+//! `TrainStep::step` too), so [`Embedding::forward`] gives PyTorch's output and leaves the stored
+//! weight as it is. With `sparse: true` the renormalisation travels with the rows: the
+//! sparse-aware step writes the renormalised rows before it adds the update, so a `Learner` run
+//! ends with PyTorch's weights (golden cases `own_*_max_norm*`). [`Embedding::forward_mut`] (or
+//! [`Embedding::renorm`]) writes them at once, keeping the parameter id, which a dense layer
+//! needs for PyTorch's weights. Renormalising is idempotent, so doing both is harmless.
 //!
-//! ## Sparse gradients: how they travel, and why it is safe
-//! burn's `Gradients` and `GradientsParams` hold one dense tensor per parameter, and
-//! burn-train's gradient accumulator adds those tensors up, so a `[U, D]` block of rows cannot
-//! ride in them. With `sparse: true` the backward op therefore
-//! 1. computes the coalesced rows (sorted unique non-padding ids, summed rows; O(tokens x D));
-//! 2. leaves them *pending*, keyed by the weight tensor's autodiff node id (unique per tensor,
-//!    drawn by burn from a global counter), merged and re-coalesced with any rows already
-//!    pending for that weight (a second lookup in the graph, another backward, the k batches of
-//!    gradient accumulation);
-//! 3. registers in the weight's place in `Gradients` a tiny marker whose shape cannot broadcast
-//!    against the weight.
+//! ## Sparse gradients: how they travel, and what is guaranteed
+//! burn's `Gradients` and `GradientsParams` hold one dense tensor per parameter, and burn adds
+//! those tensors up (two uses of a weight in a graph, `GradientsAccumulator`, the Learner's
+//! `grads_accumulation`, the sum over devices), so a `[U, D]` block of rows cannot ride in them.
+//! With `sparse: true` the backward op of a lookup or a bag
+//! 1. computes the coalesced rows of the batch (sorted unique non-padding ids, summed rows;
+//!    O(tokens x D), never a `[V, D]` tensor);
+//! 2. leaves them waiting under a fresh *ticket*;
+//! 3. registers in the weight's place in `Gradients` the ticket's *marker*: a `[2, 64]` tensor of
+//!    pseudo-random integers drawn from the ticket, whose shape broadcasts against no weight.
 //!
-//! [`optim`]'s optimizers take the pending rows of each parameter they visit and remove the
-//! marker; [`sparse_grad_remove`] does the same for hand-written code. Safety:
-//! - no `[V, D]` tensor is created on the path (tested with a 512 MB table and the process's
-//!   peak memory);
-//! - two models trained at once, on any threads, have different weight tensors and so
-//!   different keys; clones of one model share their weight tensor and its pending rows;
-//! - memory stays bounded when backward runs and no step follows: pending rows are coalesced
-//!   (at most one row per touched id), an entry dies with its weight tensor, and
-//!   [`clear_pending_sparse_grads`] drops everything;
+//! Everything burn does to gradients is linear, and the markers are independent vectors: the
+//! marker a step receives is `sum_t c_t * marker(t)` over the tickets of exactly the gradients
+//! it was given, and the step solves for the `c_t` (least squares over the tickets waiting for
+//! weights of that shape) and applies `sum_t c_t * rows(t)`, which is what the dense gradient
+//! would have been. So, as with a dense gradient:
+//! - **a dropped `Gradients`** (a NaN loss, an AMP-style skip, a gradient only inspected) is in
+//!   no marker a step receives: its rows are never applied, and are dropped after a few steps
+//!   of the weight;
+//! - **accumulation** (by hand or the Learner's) is a sum of markers: one step applies every
+//!   batch's rows, renormalisations by `forward_mut` between the batches included;
+//! - **per-module optimizers and frozen weights**: a step applies the rows of the markers in the
+//!   `GradientsParams` it is given, and nothing for a weight whose entry was removed;
+//! - **two models at once**, on any threads, with the same `ParamId`s or not, and **clones**:
+//!   each marker names its own tickets;
+//! - **multi-device training** (`ExecutionStrategy::MultiDevice`, the optimizer on the main
+//!   device or sharded): each device's `GradientsParams` holds a marker naming the tickets
+//!   computed there, whatever fork of the model computed them; the step sums all their rows;
+//! - **tied weights**: when another op gives the weight a dense gradient (an output projection
+//!   `h.matmul(weight.transpose())`), the rows are added into it and the whole gradient is
+//!   dense, as for a dense layer;
+//! - **a fault inside a step** (burn's optimizer for the other parameters panics) leaves the
+//!   optimizer state and the waiting rows as they were: the sparse state advances only after
+//!   burn's optimizer returned;
 //! - an optimizer that knows nothing of sparse gradients meets the marker and panics with an
-//!   `incompatible shapes` error instead of silently not updating the embedding;
-//! - a weight that is computed from other tracked tensors (not a parameter) gets the dense
-//!   gradient, so that the chain rule goes on; a sparse weight must not also receive a dense
-//!   gradient from another op (for example tied input/output embeddings): the dense gradient
-//!   and the marker cannot be added, which panics.
+//!   `incompatible shapes` error instead of silently leaving the embedding untrained (a `[1, 1]`
+//!   weight, against which any tensor would broadcast, gets its gradient dense).
+//!
+//! [`sparse_grad`] reads the rows of a weight's gradient, [`sparse_grad_remove`] takes them;
+//! `weight.grad(&grads)` returns the marker itself, since burn looks gradients up by tensor and
+//! keeps one tensor per weight. Memory is bounded when backward passes run and no step follows:
+//! at most 96 row sets per weight shape wait (the oldest beyond that is dropped; a step that
+//! presents it then panics, naming the cause), and [`clear_pending_sparse_grads`] drops
+//! everything. A weight that is computed from other tracked tensors (not a parameter) gets the
+//! dense gradient, so that the chain rule goes on.
+//!
+//! burn 0.21's DDP strategy (`ExecutionStrategy::DistributedDataParallel`, collectives on CUDA
+//! only) all-reduces each gradient tensor across processes. A marker would be summed, but the
+//! rows it names wait in another process. Use `MultiDevice` with a sparse model; DDP would need
+//! the rows exchanged too: each peer all-reduces the count of its unique ids, pads its ids and
+//! rows to the largest count, all-gathers both blocks (an `all_reduce` of a zero-padded
+//! `[peers x max_ids, D]` block where each peer fills its own slice), and coalesces the result.
 
 mod bag;
 mod bag_functional;

@@ -3,10 +3,12 @@
 use burn::module::Module;
 use burn::tensor::activation::log_sigmoid;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, Transaction};
+use burn::tensor::{Tensor, TensorData, Transaction};
 use burn::train::metric::{Adaptor, ItemLazy, LossInput};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
-use burn_embedding::{Embedding, EmbeddingBackend, EmbeddingConfig};
+use burn_embedding::{Embedding, EmbeddingBackend, EmbeddingOptions};
+
+use crate::corpus::SplitMix64;
 
 use crate::data::SkipGramBatch;
 
@@ -21,20 +23,24 @@ pub struct Word2Vec<B: Backend> {
 }
 
 impl<B: EmbeddingBackend> Word2Vec<B> {
-    /// Both tables sparse; the input one N(0, 1)/`dim`, the output one zero, as word2vec does.
-    pub fn new(vocab: usize, dim: usize, device: &B::Device) -> Self {
-        let input = EmbeddingConfig::new(vocab, dim)
-            .with_sparse(true)
-            .with_initializer(burn::nn::Initializer::Uniform {
-                min: -0.5 / dim as f64,
-                max: 0.5 / dim as f64,
-            })
-            .init(device);
-        let output = EmbeddingConfig::new(vocab, dim)
-            .with_sparse(true)
-            .with_initializer(burn::nn::Initializer::Zeros)
-            .init(device);
-        Self { input, output }
+    /// Both tables sparse; the input one uniform in `±0.5 / dim`, the output one zero, as
+    /// word2vec does. The input table is drawn on the host from `seed`, so that every backend
+    /// starts from the same weights.
+    pub fn new(vocab: usize, dim: usize, seed: u64, device: &B::Device) -> Self {
+        let mut rng = SplitMix64(seed);
+        let half = 0.5 / dim as f64;
+        let values: Vec<f32> = (0..vocab * dim)
+            .map(|_| ((rng.unit() * 2.0 - 1.0) * half) as f32)
+            .collect();
+        let options = EmbeddingOptions::new().with_sparse(true);
+        let table = |values: Vec<f32>| {
+            let weight = Tensor::from_data(TensorData::new(values, [vocab, dim]), device);
+            Embedding::from_pretrained(weight, false, options).expect("a [vocab, dim] table")
+        };
+        Self {
+            input: table(values),
+            output: table(vec![0.0; vocab * dim]),
+        }
     }
 
     /// The mean negative-sampling loss of a batch, `[1]`.

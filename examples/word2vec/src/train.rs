@@ -95,7 +95,7 @@ where
         .batch_size(config.batch_size)
         .build(InMemDataset::new(valid));
 
-    let model = Word2Vec::<B>::new(vocab.len(), config.dim, device);
+    let model = Word2Vec::<B>::new(vocab.len(), config.dim, config.seed, device);
     let optim = LazyAdamConfig::new().init();
     let mut training = SupervisedTraining::new(dir, train_loader, valid_loader)
         .metrics((LossMetric::new(),))

@@ -1,6 +1,7 @@
 //! Sparse training end to end on ndarray: the path of the row-sparse gradient from the
 //! backward to the optimizers, in hand-written loops and in burn-train's Learner.
 
+mod learner_strategies;
 mod patterns;
 
 use std::path::{Path, PathBuf};
@@ -276,7 +277,7 @@ fn learner_resumes_from_a_checkpoint_to_the_same_weights() {
 fn learner_with_gradient_accumulation_trains() {
     let dir = fresh_dir("accumulation");
     let initial = {
-        let model = word2vec::model::Word2Vec::<B>::new(4 * 12, 8, &Default::default());
+        let model = word2vec::model::Word2Vec::<B>::new(4 * 12, 8, 42, &Default::default());
         values(model.output.weight.val())
     };
     let w = tiny_run(&dir, 2, None, 3);

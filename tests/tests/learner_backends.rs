@@ -1,0 +1,66 @@
+//! 13. burn-train's Learner on every backend: the main job's model (two sparse tables, lazy
+//! Adam) on a small generated corpus, with gradient accumulation. The loss falls, and the
+//! trained tables equal NdArray's within 2e-3 (lazy Adam divides by the root of the second
+//! moment, so float differences of the backends' reductions grow to ~1e-4 over the run).
+
+use std::path::PathBuf;
+
+use burn::backend::{Autodiff, NdArray};
+use burn_embedding::EmbeddingBackend;
+use word2vec::corpus::{self, Vocab};
+use word2vec::train::{Word2VecConfig, epoch_losses, train};
+
+/// The two trained tables and the training loss of each epoch.
+fn run<B: EmbeddingBackend>(name: &str, device: &B::Device) -> (Vec<f32>, Vec<f64>) {
+    let dir: PathBuf = std::env::temp_dir().join(format!(
+        "burn-embedding-learner-{name}-{}",
+        std::process::id()
+    ));
+    std::fs::remove_dir_all(&dir).ok();
+    let sentences = corpus::generated(4, 12, 200, 3);
+    let vocab = Vocab::build(&sentences, 1);
+    let config = Word2VecConfig::new()
+        .with_dim(8)
+        .with_batch_size(64)
+        .with_epochs(3)
+        .with_lr(0.01)
+        .with_shuffle(false)
+        .with_grads_accumulation(2);
+    let model = train::<Autodiff<B>>(
+        &config,
+        &vocab,
+        &vocab.encode(&sentences),
+        &dir,
+        None,
+        device,
+    );
+    let mut weights: Vec<f32> = model.input.weight.val().into_data().to_vec().unwrap();
+    weights.extend(
+        model
+            .output
+            .weight
+            .val()
+            .into_data()
+            .to_vec::<f32>()
+            .unwrap(),
+    );
+    (weights, epoch_losses(&dir, "train"))
+}
+
+/// Trains on `B` and on NdArray, and compares.
+pub fn matches_ndarray<B: EmbeddingBackend>(name: &str, device: &B::Device) {
+    let (reference, _) = run::<NdArray>(&format!("{name}-reference"), &Default::default());
+    let (weights, losses) = run::<B>(name, device);
+    assert_eq!(losses.len(), 3, "{name}: three epochs logged");
+    assert!(losses[2] < losses[0], "{name}: the loss fell: {losses:?}");
+    let worst = weights
+        .iter()
+        .zip(&reference)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= 2e-3,
+        "{name}: the tables differ from NdArray's by {worst}"
+    );
+    println!("learner-{name}: loss {losses:?}, largest difference from NdArray {worst:e}");
+}
