@@ -8,7 +8,7 @@ mod learner_backends;
 #[cfg(feature = "ndarray")]
 mod training;
 use burn_embedding_conformance::{
-    bag_cases, determinism, embedding_cases, optimizer_cases, patterns,
+    bag_cases, determinism, embedding_cases, optimizer_cases, patterns, property,
 };
 
 #[cfg(feature = "ndarray")]

@@ -104,7 +104,9 @@ fn items(count: usize, seed: usize) -> Vec<Item> {
 }
 
 fn model(sparse: bool) -> Regressor<Ad> {
-    let mut head = LinearConfig::new(4, 1).init(&Default::default());
+    let mut head = LinearConfig::new(4, 1)
+        .with_bias(false)
+        .init(&Default::default());
     head.weight = head.weight.map(|_| table(4, 1, 3.0).require_grad());
     Regressor {
         emb: Embedding::from_pretrained(
@@ -125,23 +127,28 @@ fn dir(name: &str) -> PathBuf {
 
 /// Two epochs with `strategy`; the trained table.
 fn run(sparse: bool, strategy: ExecutionStrategy<Ad>, accumulation: usize, name: &str) -> Vec<f32> {
-    let train = DataLoaderBuilder::new(IdsBatcher)
-        .batch_size(8)
-        .build(InMemDataset::new(items(64, 0)));
-    let valid = DataLoaderBuilder::new(IdsBatcher)
-        .batch_size(8)
-        .build(InMemDataset::new(items(16, 3)));
-    let training = SupervisedTraining::new(dir(name), train, valid)
-        .metrics((LossMetric::new(),))
-        .num_epochs(2)
-        .grads_accumulation(accumulation)
-        .with_training_strategy(strategy.into());
+    // The training's type depends on the optimizer's, hence a macro rather than a function.
+    macro_rules! train {
+        ($optim:expr) => {{
+            let train = DataLoaderBuilder::new(IdsBatcher)
+                .batch_size(8)
+                .build(InMemDataset::new(items(64, 0)));
+            let valid = DataLoaderBuilder::new(IdsBatcher)
+                .batch_size(8)
+                .build(InMemDataset::new(items(16, 3)));
+            let training = SupervisedTraining::new(dir(name), train, valid)
+                .metrics((LossMetric::new(),))
+                .num_epochs(2)
+                .grads_accumulation(accumulation)
+                .with_training_strategy(strategy.into());
+            let learner = Learner::new(model(sparse), $optim, 0.5);
+            training.launch(learner).model.emb.weight.val()
+        }};
+    }
     let weight = if sparse {
-        let learner = Learner::new(model(true), SparseSgdConfig::new().init(), 0.5);
-        training.launch(learner).model.emb.weight.val()
+        train!(SparseSgdConfig::new().init())
     } else {
-        let learner = Learner::new(model(false), SgdConfig::new().init(), 0.5);
-        training.launch(learner).model.emb.weight.val()
+        train!(SgdConfig::new().init())
     };
     values(weight)
 }
