@@ -7,6 +7,7 @@ use burn::backend::autodiff::checkpoint::strategy::{
 };
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
+use burn_embedding::optim::SparseUpdate;
 use burn_embedding::{
     BagMode, EmbeddingBackend, EmbeddingBag, EmbeddingBagConfig, EmbeddingError, NormType,
 };
@@ -123,7 +124,7 @@ fn check_forward<B: EmbeddingBackend>(
     )
 }
 
-fn check_backward<B: EmbeddingBackend, C: CheckpointStrategy>(
+fn check_backward<B: EmbeddingBackend + SparseUpdate, C: CheckpointStrategy>(
     case: &Case,
     device: &B::Device,
     tol: Tol,
@@ -192,7 +193,7 @@ fn check_error<B: EmbeddingBackend>(case: &Case, device: &B::Device) -> Result<(
 }
 
 /// Runs every `bag/` case on `B`. Prints `golden-<label>: N passed, M failed`.
-pub fn run<B: EmbeddingBackend>(label: &str, device: &B::Device, loose: Tol) {
+pub fn run<B: EmbeddingBackend + SparseUpdate>(label: &str, device: &B::Device, loose: Tol) {
     let mut report = Report::default();
     for case in load_cases("bag") {
         let name = format!("{} ({})", case.name(), case.path.display());

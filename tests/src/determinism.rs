@@ -6,6 +6,7 @@
 
 use burn::backend::Autodiff;
 use burn::tensor::{Int, Tensor, TensorData};
+use burn_embedding::optim::SparseUpdate;
 use burn_embedding::{BagMode, Embedding, EmbeddingBackend, EmbeddingBag, EmbeddingOptions};
 
 const V: usize = 37;
@@ -14,7 +15,9 @@ const N: usize = 3000;
 const BAG: usize = 7;
 
 /// Every gradient of the suite, as bits, in a fixed order.
-pub fn gradients<B: EmbeddingBackend>(device: &B::Device) -> Vec<(String, Vec<u32>)> {
+pub fn gradients<B: EmbeddingBackend + SparseUpdate>(
+    device: &B::Device,
+) -> Vec<(String, Vec<u32>)> {
     type Ad<B> = Autodiff<B>;
     let ids: Vec<i64> = (0..N as i64).map(|i| (i * i + 3 * i) % V as i64).collect();
     // Upstream gradients with mixed magnitudes, so that rounding depends on the order.
@@ -113,7 +116,7 @@ where
 /// With `deterministic` off, each lookup gradient matches the deterministic one up to the
 /// rounding of a different summation order; prints `nondeterministic-<label>: ...` with how
 /// many values differ in their bits (0 where the backend has no faster, unordered path).
-pub fn check_nondeterministic<B: EmbeddingBackend>(label: &str, device: &B::Device) {
+pub fn check_nondeterministic<B: EmbeddingBackend + SparseUpdate>(label: &str, device: &B::Device) {
     let ids: Vec<i64> = (0..N as i64).map(|i| (i * i + 3 * i) % V as i64).collect();
     let upstream: Vec<f32> = (0..N * D)
         .map(|k| ((k * 7919 % 1009) as f32 - 504.0) * if k % 3 == 0 { 1e-3 } else { 1.0 })

@@ -5,6 +5,7 @@ use burn::backend::autodiff::checkpoint::strategy::{
     BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
 };
 use burn::tensor::{Int, Tensor, TensorData};
+use burn_embedding::optim::SparseUpdate;
 use burn_embedding::{
     Embedding, EmbeddingBackend, EmbeddingConfig, EmbeddingError, EmbeddingOptions, NormType,
     normalize_padding_idx,
@@ -103,7 +104,7 @@ fn check_forward<B: EmbeddingBackend>(
     )
 }
 
-fn check_backward<B: EmbeddingBackend, C: CheckpointStrategy>(
+fn check_backward<B: EmbeddingBackend + SparseUpdate, C: CheckpointStrategy>(
     case: &Case,
     device: &B::Device,
     tol: Tol,
@@ -197,7 +198,7 @@ fn check_error<B: EmbeddingBackend>(case: &Case, device: &B::Device) -> Result<(
 
 /// Runs every `embedding/` case on `B`: forward and in-place renorm on `B`, backward on
 /// `Autodiff<B>` and `Autodiff<B, BalancedCheckpointing>`. Prints `golden-<label>: ...`.
-pub fn run<B: EmbeddingBackend>(label: &str, device: &B::Device, renorm_tol: Tol) {
+pub fn run<B: EmbeddingBackend + SparseUpdate>(label: &str, device: &B::Device, renorm_tol: Tol) {
     let mut report = Report::default();
     for case in load_cases("embedding") {
         let name = format!("{} ({})", case.name(), case.path.display());

@@ -5,6 +5,7 @@ use burn::backend::Autodiff;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::{Int, Tensor, TensorData};
+use burn_embedding::optim::SparseUpdate;
 use burn_embedding::optim::{LazyAdamConfig, SparseAdagradConfig, SparseSgdConfig};
 use burn_embedding::{Embedding, EmbeddingBackend};
 use serde_json::Value;
@@ -23,7 +24,7 @@ fn train<B, O>(
     tol: Tol,
 ) -> Result<(), String>
 where
-    B: EmbeddingBackend,
+    B: EmbeddingBackend + SparseUpdate,
     O: Optimizer<Embedding<Ad<B>>, Ad<B>>,
 {
     let options = options_of(&case.json["config"]).map_err(|e| e.to_string())?;
@@ -56,7 +57,11 @@ where
     Ok(())
 }
 
-fn run_case<B: EmbeddingBackend>(case: &Case, device: &B::Device, tol: Tol) -> Result<(), String> {
+fn run_case<B: EmbeddingBackend + SparseUpdate>(
+    case: &Case,
+    device: &B::Device,
+    tol: Tol,
+) -> Result<(), String> {
     let opt: &Value = &case.json["optimizer"];
     let lr = number(&opt["lr"]);
     let get = |name: &str, default: f64| {
@@ -100,7 +105,7 @@ fn run_case<B: EmbeddingBackend>(case: &Case, device: &B::Device, tol: Tol) -> R
 }
 
 /// Runs every `optimizer/` case on `Autodiff<B>`. Prints `golden-<label>-optimizer: ...`.
-pub fn run<B: EmbeddingBackend>(label: &str, device: &B::Device, tol: Tol) {
+pub fn run<B: EmbeddingBackend + SparseUpdate>(label: &str, device: &B::Device, tol: Tol) {
     let mut report = Report::default();
     for case in load_cases("optimizer") {
         let name = format!("{} ({})", case.name(), case.path.display());

@@ -9,6 +9,7 @@ use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer, SgdConfig};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData, Tolerance};
 use burn_embedding::optim::SparseSgdConfig;
+use burn_embedding::optim::SparseUpdate;
 use burn_embedding::{Embedding, EmbeddingBackend, EmbeddingOptions};
 
 type Ad<B> = Autodiff<B>;
@@ -26,7 +27,7 @@ fn table<B: Backend>(device: &B::Device) -> Tensor<B, 2> {
     Tensor::from_data(TensorData::new(data, [12, 3]), device)
 }
 
-fn layer<B: EmbeddingBackend>(
+fn layer<B: EmbeddingBackend + SparseUpdate>(
     sparse: bool,
     options: EmbeddingOptions,
     device: &B::Device,
@@ -40,7 +41,10 @@ fn layer<B: EmbeddingBackend>(
 }
 
 /// A loss whose gradient differs per position: `sum(out * c)`.
-fn loss<B: EmbeddingBackend>(emb: &Embedding<Ad<B>>, batch: &[i64]) -> Tensor<Ad<B>, 1> {
+fn loss<B: EmbeddingBackend + SparseUpdate>(
+    emb: &Embedding<Ad<B>>,
+    batch: &[i64],
+) -> Tensor<Ad<B>, 1> {
     let device = emb.weight.device();
     let indices =
         Tensor::<Ad<B>, 1, Int>::from_data(TensorData::new(batch.to_vec(), [batch.len()]), &device);
@@ -53,7 +57,10 @@ fn loss<B: EmbeddingBackend>(emb: &Embedding<Ad<B>>, batch: &[i64]) -> Tensor<Ad
 }
 
 /// Same as [`loss`] with `forward_mut` (PyTorch's in-place renorm with `max_norm`).
-fn loss_mut<B: EmbeddingBackend>(emb: &mut Embedding<Ad<B>>, batch: &[i64]) -> Tensor<Ad<B>, 1> {
+fn loss_mut<B: EmbeddingBackend + SparseUpdate>(
+    emb: &mut Embedding<Ad<B>>,
+    batch: &[i64],
+) -> Tensor<Ad<B>, 1> {
     let device = emb.weight.device();
     let indices =
         Tensor::<Ad<B>, 1, Int>::from_data(TensorData::new(batch.to_vec(), [batch.len()]), &device);
@@ -61,12 +68,15 @@ fn loss_mut<B: EmbeddingBackend>(emb: &mut Embedding<Ad<B>>, batch: &[i64]) -> T
     loss(emb, batch)
 }
 
-fn grads<B: EmbeddingBackend>(emb: &Embedding<Ad<B>>, batch: &[i64]) -> GradientsParams {
+fn grads<B: EmbeddingBackend + SparseUpdate>(
+    emb: &Embedding<Ad<B>>,
+    batch: &[i64],
+) -> GradientsParams {
     GradientsParams::from_grads(loss(emb, batch).backward(), emb)
 }
 
 /// Steps `emb` with SGD: the sparse-aware one when the layer is sparse, burn's otherwise.
-fn sgd_step<B: EmbeddingBackend>(
+fn sgd_step<B: EmbeddingBackend + SparseUpdate>(
     emb: Embedding<Ad<B>>,
     grads: GradientsParams,
 ) -> Embedding<Ad<B>> {
@@ -77,7 +87,7 @@ fn sgd_step<B: EmbeddingBackend>(
     }
 }
 
-fn assert_same<B: EmbeddingBackend>(
+fn assert_same<B: EmbeddingBackend + SparseUpdate>(
     what: &str,
     sparse: &Embedding<Ad<B>>,
     dense: &Embedding<Ad<B>>,
@@ -98,7 +108,7 @@ fn assert_same<B: EmbeddingBackend>(
 
 /// 1. A backward whose `Gradients` are dropped without a step leaves no trace: a later step
 ///    applies only the gradients it is given.
-pub fn skipped_step<B: EmbeddingBackend>(device: &B::Device) {
+pub fn skipped_step<B: EmbeddingBackend + SparseUpdate>(device: &B::Device) {
     let mut result = Vec::new();
     for sparse in [true, false] {
         let emb = layer::<B>(sparse, EmbeddingOptions::new(), device);
@@ -112,7 +122,7 @@ pub fn skipped_step<B: EmbeddingBackend>(device: &B::Device) {
 }
 
 /// 2. burn's `GradientsAccumulator` over three batches, then one step.
-pub fn accumulation<B: EmbeddingBackend>(device: &B::Device) {
+pub fn accumulation<B: EmbeddingBackend + SparseUpdate>(device: &B::Device) {
     let mut result = Vec::new();
     for sparse in [true, false] {
         let emb = layer::<B>(
@@ -131,7 +141,7 @@ pub fn accumulation<B: EmbeddingBackend>(device: &B::Device) {
 
 /// 3. `forward_mut` with `max_norm` (the weight renormalised in place, a new tensor each
 ///    batch) over two accumulated batches, then one step: no batch's rows are lost.
-pub fn forward_mut_with_accumulation<B: EmbeddingBackend>(device: &B::Device) {
+pub fn forward_mut_with_accumulation<B: EmbeddingBackend + SparseUpdate>(device: &B::Device) {
     let options = EmbeddingOptions::new().with_max_norm(Some(1.0));
     let mut result = Vec::new();
     for sparse in [true, false] {

@@ -5,6 +5,7 @@
 
 use burn::backend::Autodiff;
 use burn::tensor::{Int, Tensor, TensorData};
+use burn_embedding::optim::SparseUpdate;
 use burn_embedding::{Embedding, EmbeddingBackend, EmbeddingOptions, NormType, sparse_grad_remove};
 
 type Ad<B> = Autodiff<B>;
@@ -168,7 +169,10 @@ fn close(what: &str, got: &[f32], expected: &[f32], case: &Case) -> Result<(), S
     Ok(())
 }
 
-fn run_case<B: EmbeddingBackend>(case: &Case, device: &B::Device) -> Result<(), String> {
+fn run_case<B: EmbeddingBackend + SparseUpdate>(
+    case: &Case,
+    device: &B::Device,
+) -> Result<(), String> {
     let (expected_out, expected_grad) = case.reference();
     let n = case.indices.len();
     let mut out_shape = case.shape.clone();
@@ -237,7 +241,12 @@ fn run_case<B: EmbeddingBackend>(case: &Case, device: &B::Device) -> Result<(), 
 }
 
 /// Runs `cases` random cases from `seed` on `B`; panics on the first that fails, printing it.
-pub fn run<B: EmbeddingBackend>(label: &str, device: &B::Device, seed: u64, cases: usize) {
+pub fn run<B: EmbeddingBackend + SparseUpdate>(
+    label: &str,
+    device: &B::Device,
+    seed: u64,
+    cases: usize,
+) {
     let mut rng = Rng(seed);
     for k in 0..cases {
         let case = Case::random(&mut rng);

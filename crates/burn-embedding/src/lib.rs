@@ -95,6 +95,7 @@ mod coalesce;
 mod config;
 mod embedding;
 mod error;
+mod grads;
 mod options;
 mod sparse;
 mod util;
@@ -103,18 +104,18 @@ pub mod backend;
 pub mod functional;
 pub mod optim;
 
-pub use backend::{EmbeddingBackend, SparseGradients};
+pub use backend::EmbeddingBackend;
 pub use bag::{EmbeddingBag, EmbeddingBagConfig};
 pub use bag_functional::{
     bags_from_offsets, embedding_bag, try_embedding_bag, try_embedding_bag_fixed,
 };
 pub use bag_mode::BagMode;
-pub use carrier::{
-    clear_pending_sparse_grads, pending_sparse_grads, sparse_grad, sparse_grad_remove,
-};
+pub use carrier::{clear_pending_sparse_grads, pending_sparse_grads};
 pub use config::EmbeddingConfig;
 pub use embedding::Embedding;
 pub use error::EmbeddingError;
 pub use functional::{embedding, try_embedding};
+pub use grads::{sparse_grad, sparse_grad_remove};
+pub use optim::SparseGradients;
 pub use options::{EmbeddingOptions, NormType, normalize_padding_idx};
 pub use sparse::RowSparseGradient;

@@ -1,8 +1,8 @@
-//! 8. burn-train's Learner with multi-device execution: a sparse model trains to the weights of
-//!    the same model built dense (rows from every device summed as dense gradients are), with
-//!    the optimizer on the main device and sharded, with and without gradient accumulation.
-//!    NdArray has one device, so the two "devices" are the CPU twice: two workers, each
-//!    stepping its own fork of the model, exactly as with two GPUs.
+//! burn-train's Learner with multi-device execution: a sparse model trains to the weights of the
+//! same model built dense (rows from every device summed as dense gradients are), with the
+//! optimizer on the main device and sharded, with and without gradient accumulation. NdArray
+//! has one device, so the two "devices" are the CPU twice: two workers, each stepping its own
+//! fork of the model, exactly as with two GPUs.
 
 use std::path::PathBuf;
 
@@ -22,7 +22,7 @@ use burn::train::{
 use burn_embedding::optim::SparseSgdConfig;
 use burn_embedding::{Embedding, EmbeddingBackend, EmbeddingOptions};
 
-use super::{Ad, B, table, values};
+use super::{Ad, table, values};
 
 /// Two embeddings and a linear head, regressing a number from three ids.
 #[derive(Module, Debug)]

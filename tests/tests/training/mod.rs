@@ -137,11 +137,9 @@ fn backward_without_step_keeps_memory_bounded() {
         let out: Tensor<Ad, 2> = emb.forward(ids(&[3, 9, 3, 700], [4]));
         let _ = out.sum().backward();
     }
-    assert!(
-        pending_sparse_grads() <= 96 + 8,
-        "{} waiting",
-        pending_sparse_grads()
-    );
+    // Other tests running at the same time may leave a few of their own.
+    let added = pending_sparse_grads().saturating_sub(before);
+    assert!(added <= 96 + 16, "{added} more waiting");
     let mut grads = {
         let out: Tensor<Ad, 2> = emb.forward(ids(&[3], [1]));
         out.sum().backward()

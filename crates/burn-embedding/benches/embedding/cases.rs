@@ -13,6 +13,7 @@ use burn::backend::{Autodiff, NdArray};
 use burn::module::Param;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use burn_embedding::optim::SparseUpdate;
 use burn_embedding::optim::{LazyAdamConfig, SparseSgdConfig};
 use burn_embedding::{BagMode, Embedding, EmbeddingBackend, EmbeddingBag, EmbeddingOptions};
 
@@ -156,7 +157,7 @@ pub fn wgpu(w: &Workload, emit: &mut impl FnMut(Record)) {
     ours::<burn::backend::Wgpu>(w, "wgpu", extras, emit);
 }
 
-fn ours<B: EmbeddingBackend>(
+fn ours<B: EmbeddingBackend + SparseUpdate>(
     w: &Workload,
     backend: &str,
     extras: Extras,

@@ -15,34 +15,7 @@ use burn::tensor::{Tensor, TensorMetadata};
 
 use super::EmbeddingBackend;
 use super::delivery::{deliver_token_grad, weight_node};
-use crate::optim::{RowState, SparseRule};
 use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
-
-/// Autodiff backends whose backward pass can give a weight a row-sparse gradient: the bound of
-/// [`optim`](crate::optim)'s optimizers and of [`sparse_grad_remove`](crate::sparse_grad_remove).
-/// Implemented for every `Autodiff<B, C>` with `B: EmbeddingBackend`.
-pub trait SparseGradients: AutodiffBackend + EmbeddingBackend {
-    /// The autodiff node id of a weight tensor, which the backward records with its rows.
-    #[doc(hidden)]
-    fn weight_node(weight: &FloatTensor<Self>) -> u64;
-
-    /// [`EmbeddingBackend::embedding_sparse_delta`] of the inner backend.
-    #[doc(hidden)]
-    fn sparse_delta(
-        weight: &FloatTensor<Self::InnerBackend>,
-        rows: RowSparseGradient<Self::InnerBackend>,
-        rule: &SparseRule,
-        lr: f64,
-        state: &mut RowState<Self::InnerBackend>,
-    ) -> RowSparseGradient<Self::InnerBackend>;
-
-    /// [`EmbeddingBackend::embedding_add_rows`] of the inner backend.
-    #[doc(hidden)]
-    fn add_rows(
-        weight: FloatTensor<Self::InnerBackend>,
-        rows: RowSparseGradient<Self::InnerBackend>,
-    ) -> FloatTensor<Self::InnerBackend>;
-}
 
 #[derive(Debug)]
 struct EmbeddingBackward;
@@ -173,25 +146,5 @@ impl<B: EmbeddingBackend, C: CheckpointStrategy> EmbeddingBackend for Autodiff<B
                 g.num_embeddings,
             )
         })
-    }
-}
-
-impl<B: EmbeddingBackend, C: CheckpointStrategy> SparseGradients for Autodiff<B, C> {
-    fn weight_node(weight: &FloatTensor<Self>) -> u64 {
-        weight.node.id.value
-    }
-
-    fn sparse_delta(
-        weight: &FloatTensor<B>,
-        rows: RowSparseGradient<B>,
-        rule: &SparseRule,
-        lr: f64,
-        state: &mut RowState<B>,
-    ) -> RowSparseGradient<B> {
-        B::embedding_sparse_delta(weight, rows, rule, lr, state)
-    }
-
-    fn add_rows(weight: FloatTensor<B>, rows: RowSparseGradient<B>) -> FloatTensor<B> {
-        B::embedding_add_rows(weight, rows)
     }
 }

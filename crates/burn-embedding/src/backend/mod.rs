@@ -9,7 +9,6 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
-use crate::optim::{RowState, SparseRule, select_add};
 use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
 
 pub(crate) mod reference;
@@ -18,12 +17,12 @@ pub(crate) mod reference_bag;
 mod autodiff;
 mod autodiff_bag;
 #[cfg(any(feature = "ndarray", feature = "tch"))]
-mod cpu;
+pub(crate) mod cpu;
 #[cfg(feature = "wgpu")]
 mod cube;
 mod delivery;
 #[cfg(feature = "ndarray")]
-mod ndarray;
+pub(crate) mod ndarray;
 #[cfg(feature = "tch")]
 mod tch;
 
@@ -166,46 +165,4 @@ pub trait EmbeddingBackend: Backend {
             options,
         )
     }
-
-    /// The first half of a sparse-aware optimizer step: `state` advanced by `rule` with learning
-    /// rate `lr` on the gradient `rows`, and the rows to add to `weight` `[V, D]` returned
-    /// (`weight` is only read, for weight decay). O(U x D) for U rows.
-    fn embedding_sparse_delta(
-        weight: &FloatTensor<Self>,
-        rows: RowSparseGradient<Self>,
-        rule: &SparseRule,
-        lr: f64,
-        state: &mut RowState<Self>,
-    ) -> RowSparseGradient<Self> {
-        let weight = reference::float(weight.clone());
-        rule.delta(lr, &weight, rows, state, select_add)
-    }
-
-    /// The second half: `weight[ids] += values`, `[V, D]`, in place when nothing else holds the
-    /// weight's storage (a copy otherwise, so that no other holder sees the change). O(U x D)
-    /// in place.
-    fn embedding_add_rows(
-        weight: FloatTensor<Self>,
-        rows: RowSparseGradient<Self>,
-    ) -> FloatTensor<Self> {
-        reference::primitive(select_add(reference::float(weight), rows.ids, rows.values))
-    }
-
-    /// One whole sparse-aware optimizer step: [`embedding_sparse_delta`] then
-    /// [`embedding_add_rows`].
-    ///
-    /// [`embedding_sparse_delta`]: Self::embedding_sparse_delta
-    /// [`embedding_add_rows`]: Self::embedding_add_rows
-    fn embedding_sparse_update(
-        weight: FloatTensor<Self>,
-        rows: RowSparseGradient<Self>,
-        rule: &SparseRule,
-        lr: f64,
-        state: &mut RowState<Self>,
-    ) -> FloatTensor<Self> {
-        let delta = Self::embedding_sparse_delta(&weight, rows, rule, lr, state);
-        Self::embedding_add_rows(weight, delta)
-    }
 }
-
-pub use autodiff::SparseGradients;

@@ -20,9 +20,18 @@
 //! of the whole table. The state (step counts and accumulators) is part of the
 //! optimizer's record, so saving and loading it resumes training exactly.
 
+#[cfg(feature = "wgpu")]
+mod cube;
+#[cfg(feature = "ndarray")]
+mod ndarray;
 mod rule;
 mod state;
+#[cfg(feature = "tch")]
+mod tch;
+mod update;
 
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::config::Config;
 use std::sync::{Mutex, PoisonError};
 
@@ -33,18 +42,34 @@ use burn::optim::{
     AdaGrad, AdaGradConfig, Adam, AdamConfig, AdamW, AdamWConfig, GradientsParams, LearningRate,
     MultiGradientsParams, Optimizer, Sgd, SgdConfig,
 };
-use burn::tensor::backend::Backend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Bool, Tensor, TensorData, TensorPrimitive};
 use hashbrown::HashMap;
 
 pub use rule::SparseRule;
-pub(crate) use rule::select_add;
 pub use state::{RowState, RowStateRecord};
+pub use update::SparseUpdate;
 
 use crate::backend::reference::renorm_rows;
 use crate::carrier::{self, Presented, Renorm};
-use crate::{RowSparseGradient, SparseGradients};
+use crate::{EmbeddingBackend, RowSparseGradient};
+
+/// Autodiff backends whose backward can give a weight a row-sparse gradient and whose inner
+/// backend runs the sparse update: the bound of the sparse-aware optimizers and of
+/// [`sparse_grad_remove`](crate::sparse_grad_remove). Implemented for every `Autodiff<B, C>`
+/// with `B: EmbeddingBackend + SparseUpdate` (NdArray, LibTorch, wgpu).
+pub trait SparseGradients: AutodiffBackend<InnerBackend: SparseUpdate> + EmbeddingBackend {
+    /// The autodiff node id of a weight tensor, which the backward records with its rows.
+    #[doc(hidden)]
+    fn weight_node(weight: &FloatTensor<Self>) -> u64;
+}
+
+impl<B: EmbeddingBackend + SparseUpdate, C: CheckpointStrategy> SparseGradients for Autodiff<B, C> {
+    fn weight_node(weight: &FloatTensor<Self>) -> u64 {
+        weight.node.id.value
+    }
+}
 
 /// A sparse-aware optimizer: [`SparseRule`] for weights with a row-sparse gradient, `O` (a burn
 /// optimizer) for the rest.
@@ -81,7 +106,7 @@ impl<O, B: SparseGradients> SparseOptimizer<O, B> {
         if found.is_empty() {
             return module;
         }
-        let mut update = SparseUpdate::<B> {
+        let mut update = ApplyRows::<B> {
             rule: self.rule,
             lr,
             states: &mut self.states,
@@ -204,7 +229,7 @@ fn find_rows<B: SparseGradients, M: AutodiffModule<B>, G: Markers<B::InnerBacken
 /// add copies whenever the weight's storage is shared. Clones of the stepped model made before
 /// the first read share one slot, and so one weight tensor and its autodiff node, as clones of an
 /// ordinary parameter do.
-struct SparseUpdate<'a, B: SparseGradients> {
+struct ApplyRows<'a, B: SparseGradients> {
     rule: SparseRule,
     lr: LearningRate,
     states: &'a mut HashMap<ParamId, RowState<B::InnerBackend>>,
@@ -212,7 +237,7 @@ struct SparseUpdate<'a, B: SparseGradients> {
     settled: Vec<(Vec<u64>, u64)>,
 }
 
-impl<B: SparseGradients> ModuleMapper<B> for SparseUpdate<'_, B> {
+impl<B: SparseGradients> ModuleMapper<B> for ApplyRows<'_, B> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let Some(found) = self.found.remove(&param.id) else {
             return param;
@@ -232,7 +257,8 @@ impl<B: SparseGradients> ModuleMapper<B> for SparseUpdate<'_, B> {
         let weight = tensor.inner().into_primitive().tensor();
         let renorm = renorm_delta::<B::InnerBackend>(&weight, &rows, &renorms);
         let state = self.states.entry(id).or_default();
-        let mut delta = B::sparse_delta(&weight, rows, &self.rule, self.lr, state);
+        let mut delta =
+            B::InnerBackend::embedding_sparse_delta(&weight, rows, &self.rule, self.lr, state);
         if let Some(renorm) = renorm {
             // The renormalised rows replace the stored ones before the update; the rule's weight
             // decay, which read the stored rows, applies to the change too.
@@ -248,16 +274,20 @@ impl<B: SparseGradients> ModuleMapper<B> for SparseUpdate<'_, B> {
         // a new one, and wrapping it every step would nest the wrappers without end. Such a
         // parameter (rare: quantisation, precision changes) takes the rows at once.
         if format!("{mapper:?}") != format!("{:?}", ParamMapper::<Tensor<B, D>>::default()) {
-            let weight = tracked::<B, D>(B::add_rows(weight, delta), require_grad);
+            let weight = tracked::<B, D>(
+                B::InnerBackend::embedding_add_rows(weight, delta),
+                require_grad,
+            );
             return Param::from_mapped_value(id, weight, mapper);
         }
         let slot = Mutex::new(RowsSlot::<B, D>::Pending(weight, delta));
         let init = move |_: &B::Device, require_grad: bool| {
             let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
             let weight = match std::mem::replace(&mut *slot, RowsSlot::Failed) {
-                RowsSlot::Pending(weight, rows) => {
-                    tracked::<B, D>(B::add_rows(weight, rows), require_grad)
-                }
+                RowsSlot::Pending(weight, rows) => tracked::<B, D>(
+                    B::InnerBackend::embedding_add_rows(weight, rows),
+                    require_grad,
+                ),
                 RowsSlot::Added(weight) => weight,
                 RowsSlot::Failed => panic!(
                     "the sparse update of embedding weight {id} panicked when first read; it has no value"
@@ -331,7 +361,7 @@ fn tracked<B: SparseGradients, const D: usize>(
     Tensor::from_inner(inner).set_require_grad(require_grad)
 }
 
-/// The weight of [`SparseUpdate`], before and after its rows are added.
+/// The weight of [`ApplyRows`], before and after its rows are added.
 enum RowsSlot<B: SparseGradients, const D: usize> {
     Pending(
         FloatTensor<B::InnerBackend>,

@@ -61,7 +61,7 @@ impl SparseRule {
     /// `add_rows(target, ids, rows)` adds `rows` `[U, D]` into the rows `ids` (unique) of a
     /// `[V, D]` state tensor: a backend whose `select_assign` copies the target passes an
     /// in-place one, so that a step stays O(U x D).
-    pub fn delta<B: Backend>(
+    pub(crate) fn delta<B: Backend>(
         &self,
         lr: f64,
         weight: &Tensor<B, 2>,
