@@ -1,11 +1,11 @@
 //! The embedding bag as a function of a weight tensor: bags from offsets or fixed-length rows,
 //! validated on the host.
 
-use crate::util::{flatten_float, flatten_int};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 
-use crate::backend::reference::{float, primitive, read_indices};
+use crate::backend::BagBatch;
 use crate::functional::check_indices;
+use crate::util::{flatten_float, flatten_int, float, int_tensor, primitive, read_indices};
 use crate::{BagMode, EmbeddingBackend, EmbeddingError, EmbeddingOptions};
 
 /// Which bag each token belongs to, from CSR `offsets` over `num_tokens` tokens.
@@ -146,7 +146,7 @@ pub fn try_embedding_bag<B: EmbeddingBackend>(
     Ok(bag_unchecked(
         weight,
         indices,
-        &bag_of,
+        bag_of,
         num_bags,
         per_sample_weights,
         mode,
@@ -200,7 +200,7 @@ pub fn try_embedding_bag_fixed<B: EmbeddingBackend>(
     Ok(bag_unchecked(
         weight,
         flatten_int(indices),
-        &bag_of,
+        bag_of,
         b,
         per_sample_weights.map(flatten_float),
         mode,
@@ -211,24 +211,22 @@ pub fn try_embedding_bag_fixed<B: EmbeddingBackend>(
 fn bag_unchecked<B: EmbeddingBackend>(
     weight: Tensor<B, 2>,
     indices: Tensor<B, 1, Int>,
-    bag_of: &[i64],
+    bag_of: Vec<i64>,
     num_bags: usize,
     per_sample_weights: Option<Tensor<B, 1>>,
     mode: BagMode,
     options: &EmbeddingOptions,
 ) -> Tensor<B, 2> {
     let device = weight.device();
-    let bag_of =
-        Tensor::<B, 1, Int>::from_data(TensorData::new(bag_of.to_vec(), [bag_of.len()]), &device);
-    let (out, _) = B::embedding_bag_forward(
-        primitive(weight),
-        indices.into_primitive(),
-        bag_of.into_primitive(),
+    let bags = BagBatch {
+        indices: indices.into_primitive(),
+        bag_of: int_tensor::<B>(&bag_of, &device).into_primitive(),
+        bag_of_host: bag_of.into(),
         num_bags,
-        per_sample_weights.map(primitive),
+        per_sample_weights: per_sample_weights.map(primitive),
         mode,
-        options,
-    );
+    };
+    let (out, _) = B::embedding_bag_forward(primitive(weight), &bags, options);
     float(out)
 }
 

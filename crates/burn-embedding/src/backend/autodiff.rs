@@ -13,9 +13,9 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Tensor, TensorMetadata};
 
-use super::EmbeddingBackend;
 use super::delivery::{deliver_token_grad, weight_node};
-use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
+use super::{BagBatch, EmbeddingBackend};
+use crate::{EmbeddingOptions, RowSparseGradient};
 
 #[derive(Debug)]
 struct EmbeddingBackward;
@@ -64,42 +64,23 @@ impl<B: EmbeddingBackend, C: CheckpointStrategy> EmbeddingBackend for Autodiff<B
 
     fn embedding_bag_forward(
         weight: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        bag_of: IntTensor<Self>,
-        num_bags: usize,
-        per_sample_weights: Option<FloatTensor<Self>>,
-        mode: BagMode,
+        bags: &BagBatch<Self>,
         options: &EmbeddingOptions,
     ) -> (FloatTensor<Self>, Option<IntTensor<Self>>) {
-        super::autodiff_bag::forward::<B, C>(
-            weight,
-            indices,
-            bag_of,
-            num_bags,
-            per_sample_weights,
-            mode,
-            options,
-        )
+        super::autodiff_bag::forward::<B, C>(weight, bags, options)
     }
 
     fn embedding_bag_token_grad(
         grad: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        bag_of: IntTensor<Self>,
-        num_bags: usize,
-        per_sample_weights: Option<FloatTensor<Self>>,
+        bags: &BagBatch<Self>,
         max_positions: Option<IntTensor<Self>>,
-        mode: BagMode,
         options: &EmbeddingOptions,
     ) -> FloatTensor<Self> {
+        let bags = bags.map(|i| i, |p| p.primitive);
         Self::from_inner(B::embedding_bag_token_grad(
             grad.primitive,
-            indices,
-            bag_of,
-            num_bags,
-            per_sample_weights.map(|p| p.primitive),
+            &bags,
             max_positions,
-            mode,
             options,
         ))
     }

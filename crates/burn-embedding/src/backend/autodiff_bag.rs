@@ -10,22 +10,18 @@ use burn::tensor::TensorMetadata;
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
-use super::EmbeddingBackend;
 use super::delivery::{deliver_rows, deliver_token_grad, weight_node};
 use super::reference_bag::bag_per_sample_weights_grad;
-use crate::{BagMode, EmbeddingOptions};
+use super::{BagBatch, EmbeddingBackend};
+use crate::EmbeddingOptions;
 
 /// What the backward needs. The weight is kept only when `per_sample_weights` need a gradient
 /// (a reference to the tensor, not a copy).
 #[derive(Debug, Clone)]
 pub(super) struct BagState<B: EmbeddingBackend> {
-    indices: IntTensor<B>,
-    bag_of: IntTensor<B>,
-    num_bags: usize,
-    per_sample_weights: Option<FloatTensor<B>>,
+    batch: BagBatch<B>,
     max_positions: Option<IntTensor<B>>,
     num_embeddings: usize,
-    mode: BagMode,
     options: EmbeddingOptions,
     weight_for_psw: Option<FloatTensor<B>>,
 }
@@ -50,13 +46,7 @@ impl<B: EmbeddingBackend> Backward<B, 2> for EmbeddingBagBackward {
                 .weight_for_psw
                 .clone()
                 .expect("the weight is kept when per_sample_weights are tracked");
-            let g = bag_per_sample_weights_grad::<B>(
-                grad.clone(),
-                weight,
-                s.indices.clone(),
-                s.bag_of.clone(),
-                &s.options,
-            );
+            let g = bag_per_sample_weights_grad::<B>(grad.clone(), weight, &s.batch, &s.options);
             grads.register::<B>(psw.id, g);
         }
         if let Some(weight) = weight {
@@ -64,33 +54,22 @@ impl<B: EmbeddingBackend> Backward<B, 2> for EmbeddingBagBackward {
             if s.options.sparse && weight.is_leaf {
                 let rows = B::embedding_bag_grad_sparse(
                     grad,
-                    s.indices,
-                    s.bag_of,
-                    s.num_bags,
-                    s.per_sample_weights,
+                    &s.batch,
                     s.max_positions,
-                    s.mode,
                     s.num_embeddings,
                     &s.options,
                 );
                 deliver_rows::<B>(grads, &weight, rows, &s.options);
                 return;
             }
-            let token_grad = B::embedding_bag_token_grad(
-                grad,
-                s.indices.clone(),
-                s.bag_of,
-                s.num_bags,
-                s.per_sample_weights,
-                s.max_positions,
-                s.mode,
-                &s.options,
-            );
+            let token_grad =
+                B::embedding_bag_token_grad(grad, &s.batch, s.max_positions, &s.options);
+            let indices = s.batch.indices;
             deliver_token_grad::<B>(
                 grads,
                 &weight,
                 token_grad,
-                s.indices,
+                indices,
                 s.num_embeddings,
                 &s.options,
             );
@@ -99,41 +78,25 @@ impl<B: EmbeddingBackend> Backward<B, 2> for EmbeddingBagBackward {
 }
 
 /// [`EmbeddingBackend::embedding_bag_forward`] on `Autodiff<B, C>`.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn forward<B: EmbeddingBackend, C: CheckpointStrategy>(
     weight: FloatTensor<Autodiff<B, C>>,
-    indices: IntTensor<B>,
-    bag_of: IntTensor<B>,
-    num_bags: usize,
-    per_sample_weights: Option<FloatTensor<Autodiff<B, C>>>,
-    mode: BagMode,
+    batch: &BagBatch<Autodiff<B, C>>,
     options: &EmbeddingOptions,
 ) -> (FloatTensor<Autodiff<B, C>>, Option<IntTensor<B>>) {
     let num_embeddings = weight.primitive.shape()[0];
-    let psw_tracked = per_sample_weights.as_ref().is_some_and(|p| p.is_tracked());
+    let per_sample_weights = batch.per_sample_weights.as_ref();
+    let psw_tracked = per_sample_weights.is_some_and(|p| p.is_tracked());
     // Without per_sample_weights, an untracked stand-in fills the second parent slot.
-    let psw_node = match &per_sample_weights {
+    let psw_node = match per_sample_weights {
         Some(p) => p.node.clone(),
         None => <Autodiff<B> as AutodiffBackend>::from_inner(weight.primitive.clone()).node,
     };
-    let psw = per_sample_weights.map(|p| p.primitive);
-    let (out, max_positions) = B::embedding_bag_forward(
-        weight.primitive.clone(),
-        indices.clone(),
-        bag_of.clone(),
-        num_bags,
-        psw.clone(),
-        mode,
-        options,
-    );
+    let inner = batch.map(|i| i, |p| p.primitive);
+    let (out, max_positions) = B::embedding_bag_forward(weight.primitive.clone(), &inner, options);
     let state = BagState {
-        indices,
-        bag_of,
-        num_bags,
-        per_sample_weights: psw,
+        batch: inner,
         max_positions: max_positions.clone(),
         num_embeddings,
-        mode,
         options: *options,
         weight_for_psw: psw_tracked.then(|| weight.primitive.clone()),
     };

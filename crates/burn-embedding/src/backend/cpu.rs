@@ -3,6 +3,9 @@
 
 use rayon::prelude::*;
 
+use burn::tensor::backend::Backend;
+
+use super::BagBatch;
 use crate::coalesce::Coalesced;
 use crate::{BagMode, EmbeddingOptions};
 
@@ -10,21 +13,23 @@ use crate::{BagMode, EmbeddingOptions};
 pub const PARALLEL_MIN_VALUES: usize = 1 << 16;
 
 /// The row-sparse weight gradient of a sum or mean bag: `(unique ids, [U, d] rows)` from the
-/// output gradient `grad` `[num_bags, d]`, or `None` when no row is touched. Each token adds its
+/// output gradient `grad` `[num_bags, d]` and the host ids of the batch's tokens, or `None` when no row is touched. Each token adds its
 /// bag's gradient (times its per-sample weight, or over its bag's size, then over its id's
 /// count with `scale_grad_by_freq`) into its id's row: no [N, d] intermediate, the same
 /// operations in the same order as the generic path.
-#[allow(clippy::too_many_arguments)]
-pub fn bag_grad_rows(
+pub fn bag_grad_rows<B: Backend>(
     grad: &[f32],
     d: usize,
     ids: &[i64],
-    bags: &[i64],
-    num_bags: usize,
+    batch_of_bags: &BagBatch<B>,
     per_sample_weights: Option<&[f32]>,
-    mode: BagMode,
     options: &EmbeddingOptions,
 ) -> Option<(Vec<i64>, Vec<f32>)> {
+    let (bags, num_bags, mode) = (
+        &batch_of_bags.bag_of_host[..],
+        batch_of_bags.num_bags,
+        batch_of_bags.mode,
+    );
     assert!(
         mode != BagMode::Max,
         "the max mode's gradient follows its arg-max"

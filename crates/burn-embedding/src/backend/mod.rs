@@ -9,13 +9,14 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
-use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
+use crate::{EmbeddingOptions, RowSparseGradient};
 
 pub(crate) mod reference;
 pub(crate) mod reference_bag;
 
 mod autodiff;
 mod autodiff_bag;
+mod bag_batch;
 #[cfg(any(feature = "ndarray", feature = "tch"))]
 pub(crate) mod cpu;
 #[cfg(feature = "wgpu")]
@@ -84,85 +85,44 @@ pub trait EmbeddingBackend: Backend {
         reference::backward_sparse::<Self>(grad, indices, num_embeddings, options)
     }
 
-    /// Reduces the rows of each bag. `indices` `[N]`, `bag_of` `[N]` (the bag of each token,
-    /// non-decreasing), `per_sample_weights` `[N]` (mode sum only) give `[num_bags, D]`, and for
-    /// mode max the position of each maximum `[num_bags, D]` (-1 for an empty bag). Padding
-    /// tokens are left out; an empty bag gives zeros. With `max_norm`, rows are renormalised
-    /// for the lookup as in [`embedding_lookup`](Self::embedding_lookup).
-    #[allow(clippy::too_many_arguments)]
+    /// Reduces the rows of each bag of `bags` (see [`BagBatch`]) to `[num_bags, D]`, and for
+    /// mode max gives the position of each maximum `[num_bags, D]` (-1 for an empty bag).
+    /// Padding tokens are left out; an empty bag gives zeros. With `max_norm`, rows are
+    /// renormalised for the lookup as in [`embedding_lookup`](Self::embedding_lookup).
     fn embedding_bag_forward(
         weight: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        bag_of: IntTensor<Self>,
-        num_bags: usize,
-        per_sample_weights: Option<FloatTensor<Self>>,
-        mode: BagMode,
+        bags: &BagBatch<Self>,
         options: &EmbeddingOptions,
     ) -> (FloatTensor<Self>, Option<IntTensor<Self>>) {
-        reference_bag::bag_forward::<Self>(
-            weight,
-            indices,
-            bag_of,
-            num_bags,
-            per_sample_weights,
-            mode,
-            options,
-        )
+        reference_bag::bag_forward::<Self>(weight, bags, options)
     }
 
     /// The gradient with respect to each token's row `[N, D]` of a bag forward, from the output
-    /// gradient `[num_bags, D]`; the weight gradient is then
-    /// [`embedding_grad_dense`](Self::embedding_grad_dense) or
+    /// gradient `[num_bags, D]` (and, for mode max, the forward's `max_positions`); the weight
+    /// gradient is then [`embedding_grad_dense`](Self::embedding_grad_dense) or
     /// [`embedding_grad_sparse`](Self::embedding_grad_sparse) of it.
-    #[allow(clippy::too_many_arguments)]
     fn embedding_bag_token_grad(
         grad: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        bag_of: IntTensor<Self>,
-        num_bags: usize,
-        per_sample_weights: Option<FloatTensor<Self>>,
+        bags: &BagBatch<Self>,
         max_positions: Option<IntTensor<Self>>,
-        mode: BagMode,
         options: &EmbeddingOptions,
     ) -> FloatTensor<Self> {
-        reference_bag::bag_token_grad::<Self>(
-            grad,
-            indices,
-            bag_of,
-            num_bags,
-            per_sample_weights,
-            max_positions,
-            mode,
-            options,
-        )
+        reference_bag::bag_token_grad::<Self>(grad, bags, max_positions, options)
     }
 
     /// The row-sparse weight gradient of a bag forward: by default
     /// [`embedding_bag_token_grad`](Self::embedding_bag_token_grad) then
     /// [`embedding_grad_sparse`](Self::embedding_grad_sparse); a backend may fuse the two so
     /// that no `[N, D]` tensor is made.
-    #[allow(clippy::too_many_arguments)]
     fn embedding_bag_grad_sparse(
         grad: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        bag_of: IntTensor<Self>,
-        num_bags: usize,
-        per_sample_weights: Option<FloatTensor<Self>>,
+        bags: &BagBatch<Self>,
         max_positions: Option<IntTensor<Self>>,
-        mode: BagMode,
         num_embeddings: usize,
         options: &EmbeddingOptions,
     ) -> Option<RowSparseGradient<Self>> {
-        reference_bag::bag_grad_sparse::<Self>(
-            grad,
-            indices,
-            bag_of,
-            num_bags,
-            per_sample_weights,
-            max_positions,
-            mode,
-            num_embeddings,
-            options,
-        )
+        reference_bag::bag_grad_sparse::<Self>(grad, bags, max_positions, num_embeddings, options)
     }
 }
+
+pub use bag_batch::BagBatch;

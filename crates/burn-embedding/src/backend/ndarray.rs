@@ -19,7 +19,7 @@ use rayon::prelude::*;
 use super::cpu::{
     self, PARALLEL_MIN_VALUES, accumulate_rows, add_row, advise_huge_pages, output_buffer,
 };
-use super::{EmbeddingBackend, reference};
+use super::{BagBatch, EmbeddingBackend, reference};
 use crate::coalesce::Coalesced;
 use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
 
@@ -116,32 +116,22 @@ where
 
     fn embedding_bag_forward(
         weight: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        bag_of: IntTensor<Self>,
-        num_bags: usize,
-        per_sample_weights: Option<FloatTensor<Self>>,
-        mode: BagMode,
+        bags: &BagBatch<Self>,
         options: &EmbeddingOptions,
     ) -> (FloatTensor<Self>, Option<IntTensor<Self>>) {
+        let (num_bags, mode) = (bags.num_bags, bags.mode);
         // Sum and mean, fused: each row is added into its bag, no [N, D] intermediate.
         if mode != BagMode::Max
             && options.max_norm.is_none()
             && let NdArrayTensor::F32(w) = &weight
-            && let (Some(table), Some(ids), Some(bags)) =
-                (w.view().as_slice(), host_ids(&indices), host_ids(&bag_of))
-            && let Some(psw) = per_sample_weights
+            && let (Some(table), Some(ids)) = (w.view().as_slice(), host_ids(&bags.indices))
+            && let Some(psw) = bags
+                .per_sample_weights
                 .as_ref()
                 .map_or(Some(None), |p| f32_values(p).map(Some))
         {
             let d = w.shape()[1];
-            // Tokens of bag b are starts[b]..starts[b + 1]: bag_of does not decrease.
-            let mut starts = vec![0usize; num_bags + 1];
-            for &bag in &bags {
-                starts[bag as usize + 1] += 1;
-            }
-            for b in 0..num_bags {
-                starts[b + 1] += starts[b];
-            }
+            let starts = bags.starts();
             let mut out = output_buffer(num_bags * d);
             // Each task reduces whole bags into its own output rows, tokens in position order.
             let reduce = |(chunk, first_bag): (&mut [f32], usize)| {
@@ -182,41 +172,28 @@ where
             }
             return (tensor(out, [num_bags, d]), None);
         }
-        super::reference_bag::bag_forward::<Self>(
-            weight,
-            indices,
-            bag_of,
-            num_bags,
-            per_sample_weights,
-            mode,
-            options,
-        )
+        super::reference_bag::bag_forward::<Self>(weight, bags, options)
     }
 
     fn embedding_bag_grad_sparse(
         grad: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        bag_of: IntTensor<Self>,
-        num_bags: usize,
-        per_sample_weights: Option<FloatTensor<Self>>,
+        bags: &BagBatch<Self>,
         max_positions: Option<IntTensor<Self>>,
-        mode: BagMode,
         num_embeddings: usize,
         options: &EmbeddingOptions,
     ) -> Option<RowSparseGradient<Self>> {
         // Sum and mean, fused: each token adds its bag's gradient straight into its id's row,
         // no [N, D] intermediate. Same operations, in the same order, as the generic path.
-        if mode != BagMode::Max
+        if bags.mode != BagMode::Max
             && let NdArrayTensor::F32(g) = &grad
-            && let (Some(g), Some(ids), Some(bags)) =
-                (g.view().as_slice(), host_ids(&indices), host_ids(&bag_of))
-            && let Some(psw) = per_sample_weights
+            && let (Some(g), Some(ids)) = (g.view().as_slice(), host_ids(&bags.indices))
+            && let Some(psw) = bags
+                .per_sample_weights
                 .as_ref()
                 .map_or(Some(None), |p| f32_values(p).map(Some))
         {
             let d = grad.shape()[1];
-            let (unique, values) =
-                cpu::bag_grad_rows(g, d, &ids, &bags, num_bags, psw.as_deref(), mode, options)?;
+            let (unique, values) = cpu::bag_grad_rows(g, d, &ids, bags, psw.as_deref(), options)?;
             let device = Default::default();
             return Some(RowSparseGradient::new(
                 reference::int_tensor::<Self>(&unique, &device),
@@ -226,12 +203,8 @@ where
         }
         super::reference_bag::bag_grad_sparse::<Self>(
             grad,
-            indices,
-            bag_of,
-            num_bags,
-            per_sample_weights,
+            bags,
             max_positions,
-            mode,
             num_embeddings,
             options,
         )

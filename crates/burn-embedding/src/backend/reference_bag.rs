@@ -1,11 +1,11 @@
 //! Backend-generic embedding-bag reductions, the defaults of the bag methods of
-//! [`EmbeddingBackend`](super::EmbeddingBackend). Bags are given per token: `bag_of[t]` is the
-//! bag of token `t`, non-decreasing, resolved on the host from the offsets.
+//! [`EmbeddingBackend`](super::EmbeddingBackend), on a [`BagBatch`].
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Bool, IndexingUpdateOp, Int, Tensor, TensorData, TensorMetadata};
 
+use super::BagBatch;
 use super::reference::{float, forward, int, primitive, read_indices};
 use crate::{BagMode, EmbeddingOptions};
 
@@ -49,17 +49,21 @@ fn mean_divisors<B: Backend>(counts: &[u32], bag_of: &[i64], device: &B::Device)
 /// Bag forward: `[num_bags, D]`, and for mode max the position of each maximum (-1: empty bag).
 pub(crate) fn bag_forward<B: Backend>(
     weight: FloatTensor<B>,
-    indices: IntTensor<B>,
-    bag_of: IntTensor<B>,
-    num_bags: usize,
-    per_sample_weights: Option<FloatTensor<B>>,
-    mode: BagMode,
+    batch: &BagBatch<B>,
     options: &EmbeddingOptions,
 ) -> (FloatTensor<B>, Option<IntTensor<B>>) {
     let d = weight.shape()[1];
     let device = B::float_device(&weight);
+    let BagBatch {
+        indices,
+        bag_of,
+        num_bags,
+        per_sample_weights,
+        mode,
+        ..
+    } = batch.clone();
     let ids = read_indices(int::<B, 1>(indices.clone()));
-    let bags = read_indices(int::<B, 1>(bag_of.clone()));
+    let bags = &batch.bag_of_host;
     // The rows as looked up, renormalised when max_norm is set: [N, D].
     let rows = float::<B, 2>(forward::<B>(weight, indices, options));
     match mode {
@@ -67,7 +71,7 @@ pub(crate) fn bag_forward<B: Backend>(
             let data: Vec<f32> = rows.into_data().iter::<f32>().collect();
             let mut out = vec![0.0f32; num_bags * d];
             let mut source = vec![-1i64; num_bags * d];
-            for (t, (&id, &bag)) in ids.iter().zip(&bags).enumerate() {
+            for (t, (&id, &bag)) in ids.iter().zip(bags.iter()).enumerate() {
                 if Some(id as usize) == options.padding_idx {
                     continue;
                 }
@@ -100,7 +104,7 @@ pub(crate) fn bag_forward<B: Backend>(
                 IndexingUpdateOp::Add,
             );
             if mode == BagMode::Mean {
-                let counts = bag_counts(&ids, &bags, num_bags, options.padding_idx);
+                let counts = bag_counts(&ids, bags, num_bags, options.padding_idx);
                 let divisors: Vec<f32> = counts.iter().map(|&c| c.max(1) as f32).collect();
                 out = out
                     / Tensor::<B, 1>::from_data(TensorData::new(divisors, [num_bags]), &device)
@@ -114,21 +118,24 @@ pub(crate) fn bag_forward<B: Backend>(
 /// The gradient with respect to each token's looked-up row, `[N, D]`, from the output
 /// gradient `[num_bags, D]`. Padding and `scale_grad_by_freq` are left to the embedding
 /// backward that consumes it.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn bag_token_grad<B: Backend>(
     grad: FloatTensor<B>,
-    indices: IntTensor<B>,
-    bag_of: IntTensor<B>,
-    num_bags: usize,
-    per_sample_weights: Option<FloatTensor<B>>,
+    batch: &BagBatch<B>,
     max_positions: Option<IntTensor<B>>,
-    mode: BagMode,
     options: &EmbeddingOptions,
 ) -> FloatTensor<B> {
     let grad = float::<B, 2>(grad);
     let d = grad.dims()[1];
     let device = grad.device();
-    let bags = read_indices(int::<B, 1>(bag_of.clone()));
+    let BagBatch {
+        indices,
+        bag_of,
+        num_bags,
+        per_sample_weights,
+        mode,
+        ..
+    } = batch.clone();
+    let bags = &batch.bag_of_host;
     let n = bags.len();
     match mode {
         BagMode::Max => {
@@ -158,9 +165,9 @@ pub(crate) fn bag_token_grad<B: Backend>(
         }
         BagMode::Mean => {
             let ids = read_indices(int::<B, 1>(indices));
-            let counts = bag_counts(&ids, &bags, num_bags, options.padding_idx);
+            let counts = bag_counts(&ids, bags, num_bags, options.padding_idx);
             let g = grad.select(0, int::<B, 1>(bag_of));
-            primitive(g / mean_divisors::<B>(&counts, &bags, &device))
+            primitive(g / mean_divisors::<B>(&counts, bags, &device))
         }
     }
 }
@@ -170,10 +177,10 @@ pub(crate) fn bag_token_grad<B: Backend>(
 pub(crate) fn bag_per_sample_weights_grad<B: Backend>(
     grad: FloatTensor<B>,
     weight: FloatTensor<B>,
-    indices: IntTensor<B>,
-    bag_of: IntTensor<B>,
+    batch: &BagBatch<B>,
     options: &EmbeddingOptions,
 ) -> FloatTensor<B> {
+    let (indices, bag_of) = (batch.indices.clone(), batch.bag_of.clone());
     let device = B::float_device(&weight);
     let ids = read_indices(int::<B, 1>(indices.clone()));
     let rows = float::<B, 2>(forward::<B>(weight, indices, options));
@@ -189,27 +196,13 @@ pub(crate) fn bag_per_sample_weights_grad<B: Backend>(
 
 /// The row-sparse weight gradient of a bag forward: the token gradient, then the lookup's
 /// row-sparse backward.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn bag_grad_sparse<B: super::EmbeddingBackend>(
     grad: FloatTensor<B>,
-    indices: IntTensor<B>,
-    bag_of: IntTensor<B>,
-    num_bags: usize,
-    per_sample_weights: Option<FloatTensor<B>>,
+    batch: &BagBatch<B>,
     max_positions: Option<IntTensor<B>>,
-    mode: BagMode,
     num_embeddings: usize,
     options: &EmbeddingOptions,
 ) -> Option<crate::RowSparseGradient<B>> {
-    let token_grad = B::embedding_bag_token_grad(
-        grad,
-        indices.clone(),
-        bag_of,
-        num_bags,
-        per_sample_weights,
-        max_positions,
-        mode,
-        options,
-    );
-    B::embedding_grad_sparse(token_grad, indices, num_embeddings, options)
+    let token_grad = B::embedding_bag_token_grad(grad, batch, max_positions, options);
+    B::embedding_grad_sparse(token_grad, batch.indices.clone(), num_embeddings, options)
 }

@@ -10,9 +10,8 @@
 use burn::backend::LibTorch;
 use burn::backend::libtorch::{TchElement, TchTensor};
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 
-use super::{EmbeddingBackend, cpu, reference, reference_bag};
+use super::{BagBatch, EmbeddingBackend, cpu, reference, reference_bag};
 use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
 
 /// The values of a CPU tensor as f32, flattened, in logical order.
@@ -117,32 +116,20 @@ impl<E: TchElement> EmbeddingBackend for LibTorch<E> {
 
     fn embedding_bag_forward(
         weight: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        bag_of: IntTensor<Self>,
-        num_bags: usize,
-        per_sample_weights: Option<FloatTensor<Self>>,
-        mode: BagMode,
+        bags: &BagBatch<Self>,
         options: &EmbeddingOptions,
     ) -> (FloatTensor<Self>, Option<IntTensor<Self>>) {
+        let mode = bags.mode;
         if mode == BagMode::Max || options.max_norm.is_some() {
-            return reference_bag::bag_forward::<Self>(
-                weight,
-                indices,
-                bag_of,
-                num_bags,
-                per_sample_weights,
-                mode,
-                options,
-            );
+            return reference_bag::bag_forward::<Self>(weight, bags, options);
         }
-        // Offsets of the bags from the bag of each token (non-decreasing): the first position
-        // of each bag, empty bags included.
-        let counts = tch::Tensor::zeros(
-            [num_bags as i64],
-            (tch::Kind::Int64, bag_of.tensor.device()),
-        )
-        .index_add(0, &bag_of.tensor, &bag_of.tensor.ones_like());
-        let offsets = counts.cumsum(0, tch::Kind::Int64) - &counts;
+        // The first position of each bag, empty bags included, from the host copy.
+        let starts: Vec<i64> = bags.starts()[..bags.num_bags]
+            .iter()
+            .map(|&s| s as i64)
+            .collect();
+        let offsets = tch::Tensor::from_slice(&starts).to_device(weight.tensor.device());
+        let (indices, per_sample_weights) = (&bags.indices, &bags.per_sample_weights);
         let (output, ..) = tch::Tensor::embedding_bag_padding_idx(
             &weight.tensor,
             &indices.tensor,
@@ -159,29 +146,24 @@ impl<E: TchElement> EmbeddingBackend for LibTorch<E> {
 
     fn embedding_bag_grad_sparse(
         grad: FloatTensor<Self>,
-        indices: IntTensor<Self>,
-        bag_of: IntTensor<Self>,
-        num_bags: usize,
-        per_sample_weights: Option<FloatTensor<Self>>,
+        bags: &BagBatch<Self>,
         max_positions: Option<IntTensor<Self>>,
-        mode: BagMode,
         num_embeddings: usize,
         options: &EmbeddingOptions,
     ) -> Option<RowSparseGradient<Self>> {
         let d = grad.tensor.size().last().copied().unwrap_or(0) as usize;
-        if mode != BagMode::Max
+        if bags.mode != BagMode::Max
             && grad.tensor.kind() == tch::Kind::Float
-            && let (Some(g), Some(ids), Some(bags)) = (
+            && let (Some(g), Some(ids)) = (
                 host_values::<f32>(&grad.tensor),
-                host_values::<i64>(&indices.tensor),
-                host_values::<i64>(&bag_of.tensor),
+                host_values::<i64>(&bags.indices.tensor),
             )
-            && let Some(psw) = per_sample_weights
+            && let Some(psw) = bags
+                .per_sample_weights
                 .as_ref()
                 .map_or(Some(None), |p| host_values::<f32>(&p.tensor).map(Some))
         {
-            let (unique, values) =
-                cpu::bag_grad_rows(&g, d, &ids, &bags, num_bags, psw.as_deref(), mode, options)?;
+            let (unique, values) = cpu::bag_grad_rows(&g, d, &ids, bags, psw.as_deref(), options)?;
             let rows = unique.len() as i64;
             return Some(RowSparseGradient::new(
                 reference::int::<Self, 1>(TchTensor::new(tch::Tensor::from_slice(&unique))),
@@ -191,16 +173,6 @@ impl<E: TchElement> EmbeddingBackend for LibTorch<E> {
                 num_embeddings,
             ));
         }
-        reference_bag::bag_grad_sparse::<Self>(
-            grad,
-            indices,
-            bag_of,
-            num_bags,
-            per_sample_weights,
-            max_positions,
-            mode,
-            num_embeddings,
-            options,
-        )
+        reference_bag::bag_grad_sparse::<Self>(grad, bags, max_positions, num_embeddings, options)
     }
 }

@@ -13,7 +13,7 @@ use burn_ir::{CustomOpIr, HandleContainer, OperationIr, OperationOutput, TensorI
 use super::segments::Segments;
 use super::{RowKernels, cube_embedding_methods};
 use crate::backend::EmbeddingBackend;
-use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
+use crate::{EmbeddingOptions, RowSparseGradient};
 
 type Handles<B> =
     HandleContainer<<<B as FusionBackend>::FusionRuntime as FusionRuntime>::FusionHandle>;

@@ -17,9 +17,9 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Shape, Tensor, TensorMetadata};
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
-use super::EmbeddingBackend;
 use super::reference::{float, int, int_tensor, primitive, read_indices};
 use super::reference_bag::{self, bag_counts};
+use super::{BagBatch, EmbeddingBackend};
 use crate::coalesce::Coalesced;
 use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
 use segments::{SegmentPlan, Segments};
@@ -110,43 +110,23 @@ macro_rules! cube_embedding_methods {
 
         fn embedding_bag_forward(
             weight: FloatTensor<Self>,
-            indices: IntTensor<Self>,
-            bag_of: IntTensor<Self>,
-            num_bags: usize,
-            per_sample_weights: Option<FloatTensor<Self>>,
-            mode: BagMode,
+            bags: &$crate::backend::BagBatch<Self>,
             options: &EmbeddingOptions,
         ) -> (FloatTensor<Self>, Option<IntTensor<Self>>) {
-            $crate::backend::cube::bag_forward::<Self>(
-                weight,
-                indices,
-                bag_of,
-                num_bags,
-                per_sample_weights,
-                mode,
-                options,
-            )
+            $crate::backend::cube::bag_forward::<Self>(weight, bags, options)
         }
 
         fn embedding_bag_grad_sparse(
             grad: FloatTensor<Self>,
-            indices: IntTensor<Self>,
-            bag_of: IntTensor<Self>,
-            num_bags: usize,
-            per_sample_weights: Option<FloatTensor<Self>>,
+            bags: &$crate::backend::BagBatch<Self>,
             max_positions: Option<IntTensor<Self>>,
-            mode: BagMode,
             num_embeddings: usize,
             options: &EmbeddingOptions,
         ) -> Option<RowSparseGradient<Self>> {
             $crate::backend::cube::bag_grad_sparse::<Self>(
                 grad,
-                indices,
-                bag_of,
-                num_bags,
-                per_sample_weights,
+                bags,
                 max_positions,
-                mode,
                 num_embeddings,
                 options,
             )
@@ -233,32 +213,20 @@ pub(crate) fn grad_sparse<B: RowKernels>(
 /// The bag forward, modes sum and mean: one segmented sum of table rows per bag (burn's
 /// `select_assign`, which the generic reduction uses, loops over every token in each of D
 /// threads). Mode max and `max_norm` take the generic path.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn bag_forward<B: RowKernels>(
     weight: FloatTensor<B>,
-    indices: IntTensor<B>,
-    bag_of: IntTensor<B>,
-    num_bags: usize,
-    per_sample_weights: Option<FloatTensor<B>>,
-    mode: BagMode,
+    batch: &BagBatch<B>,
     options: &EmbeddingOptions,
 ) -> (FloatTensor<B>, Option<IntTensor<B>>) {
+    let (num_bags, mode) = (batch.num_bags, batch.mode);
     if mode == BagMode::Max || options.max_norm.is_some() {
-        return reference_bag::bag_forward::<B>(
-            weight,
-            indices,
-            bag_of,
-            num_bags,
-            per_sample_weights,
-            mode,
-            options,
-        );
+        return reference_bag::bag_forward::<B>(weight, batch, options);
     }
     let device = B::float_device(&weight);
     let dim = weight.shape()[1];
-    let ids = read_indices(int::<B, 1>(indices));
-    let bags = read_indices(int::<B, 1>(bag_of));
-    let per_sample_weights = per_sample_weights.map(read_floats::<B>);
+    let ids = read_indices(int::<B, 1>(batch.indices.clone()));
+    let bags = &batch.bag_of_host;
+    let per_sample_weights = batch.per_sample_weights.clone().map(read_floats::<B>);
     // Bags are contiguous runs of tokens (`bag_of` does not decrease): bag b's terms are
     // positions[starts[b]..starts[b + 1]], its non-padding ids in order.
     let mut plan = SegmentPlan {
@@ -266,7 +234,7 @@ pub(crate) fn bag_forward<B: RowKernels>(
         targets: (0..num_bags as i64).collect(),
         ..SegmentPlan::default()
     };
-    for (t, (&id, &bag)) in ids.iter().zip(&bags).enumerate() {
+    for (t, (&id, &bag)) in ids.iter().zip(bags.iter()).enumerate() {
         if Some(id as usize) != options.padding_idx {
             plan.positions.push(id);
             plan.weights
@@ -295,37 +263,29 @@ pub(crate) fn bag_forward<B: RowKernels>(
 /// The row-sparse weight gradient of a sum or mean bag: one segmented sum per touched id of
 /// its tokens' bag gradients (times the per-sample weight, or over the bag's size), with no
 /// `[N, D]` intermediate. Mode max takes the generic path.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn bag_grad_sparse<B: RowKernels + EmbeddingBackend>(
     grad: FloatTensor<B>,
-    indices: IntTensor<B>,
-    bag_of: IntTensor<B>,
-    num_bags: usize,
-    per_sample_weights: Option<FloatTensor<B>>,
+    batch: &BagBatch<B>,
     max_positions: Option<IntTensor<B>>,
-    mode: BagMode,
     num_embeddings: usize,
     options: &EmbeddingOptions,
 ) -> Option<RowSparseGradient<B>> {
+    let (num_bags, mode) = (batch.num_bags, batch.mode);
     if mode == BagMode::Max {
         return reference_bag::bag_grad_sparse::<B>(
             grad,
-            indices,
-            bag_of,
-            num_bags,
-            per_sample_weights,
+            batch,
             max_positions,
-            mode,
             num_embeddings,
             options,
         );
     }
     let device = B::float_device(&grad);
-    let ids = read_indices(int::<B, 1>(indices));
-    let bags = read_indices(int::<B, 1>(bag_of));
-    let per_sample_weights = per_sample_weights.map(read_floats::<B>);
+    let ids = read_indices(int::<B, 1>(batch.indices.clone()));
+    let bags = &batch.bag_of_host;
+    let per_sample_weights = batch.per_sample_weights.clone().map(read_floats::<B>);
     let sizes =
-        (mode == BagMode::Mean).then(|| bag_counts(&ids, &bags, num_bags, options.padding_idx));
+        (mode == BagMode::Mean).then(|| bag_counts(&ids, bags, num_bags, options.padding_idx));
     let batch = Coalesced::new(&ids, options.padding_idx);
     if batch.unique.is_empty() {
         return None;
