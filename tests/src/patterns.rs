@@ -40,15 +40,17 @@ fn layer<B: EmbeddingBackend + SparseUpdate>(
     .expect("a valid layer")
 }
 
+fn indices<B: EmbeddingBackend>(batch: &[i64], device: &B::Device) -> Tensor<Ad<B>, 1, Int> {
+    Tensor::from_data(TensorData::new(batch.to_vec(), [batch.len()]), device)
+}
+
 /// A loss whose gradient differs per position: `sum(out * c)`.
 fn loss<B: EmbeddingBackend + SparseUpdate>(
     emb: &Embedding<Ad<B>>,
     batch: &[i64],
 ) -> Tensor<Ad<B>, 1> {
     let device = emb.weight.device();
-    let indices =
-        Tensor::<Ad<B>, 1, Int>::from_data(TensorData::new(batch.to_vec(), [batch.len()]), &device);
-    let out: Tensor<Ad<B>, 2> = emb.forward(indices);
+    let out: Tensor<Ad<B>, 2> = emb.forward(indices::<B>(batch, &device));
     let coef: Vec<f32> = (0..batch.len() * 3)
         .map(|i| 0.5 + (i as f32 * 0.37).cos())
         .collect();
@@ -56,15 +58,13 @@ fn loss<B: EmbeddingBackend + SparseUpdate>(
     (out * coef).sum()
 }
 
-/// Same as [`loss`] with `forward_mut` (PyTorch's in-place renorm with `max_norm`).
+/// Same as [`loss`] after `forward_mut` (PyTorch's in-place renorm with `max_norm`).
 fn loss_mut<B: EmbeddingBackend + SparseUpdate>(
     emb: &mut Embedding<Ad<B>>,
     batch: &[i64],
 ) -> Tensor<Ad<B>, 1> {
     let device = emb.weight.device();
-    let indices =
-        Tensor::<Ad<B>, 1, Int>::from_data(TensorData::new(batch.to_vec(), [batch.len()]), &device);
-    let _: Tensor<Ad<B>, 2> = emb.forward_mut(indices);
+    let _: Tensor<Ad<B>, 2> = emb.forward_mut(indices::<B>(batch, &device));
     loss(emb, batch)
 }
 

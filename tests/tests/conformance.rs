@@ -1,177 +1,126 @@
 //! The conformance suite: one test per backend and capability, each printing
 //! `golden-<backend>: N passed, M failed`.
 
-use burn_embedding_conformance::report::Tol;
-
 #[cfg(all(feature = "ndarray", any(feature = "wgpu", feature = "tch")))]
 mod learner_backends;
 #[cfg(feature = "ndarray")]
 mod training;
-use burn_embedding_conformance::{
-    bag_cases, determinism, embedding_cases, optimizer_cases, patterns, property,
-};
+
+/// The tests every backend runs: `$label` names it in the printed lines, `$device` is its
+/// device, `$tol` the tolerance of the golden comparisons, `$random` the number of random
+/// cases, and `$determinism` runs the backward several times and returns each run's bits.
+macro_rules! backend_suite {
+    ($label:literal, $backend:ty, $device:expr, $tol:expr, $random:literal, $determinism:expr) => {
+        use burn_embedding_conformance::report::Tol;
+        use burn_embedding_conformance::{
+            bag_cases, determinism, embedding_cases, optimizer_cases, patterns, property,
+        };
+
+        type Backend = $backend;
+
+        #[test]
+        fn golden_embedding() {
+            embedding_cases::run::<Backend>($label, &$device, $tol);
+        }
+
+        #[test]
+        fn golden_optimizer() {
+            optimizer_cases::run::<Backend>(concat!($label, "-optimizer"), &$device, $tol);
+        }
+
+        #[test]
+        fn golden_bag() {
+            bag_cases::run::<Backend>(concat!($label, "-bag"), &$device, $tol);
+        }
+
+        /// The backward gives the same bits on every run.
+        #[test]
+        fn deterministic_backward() {
+            let (runs, gradients): (usize, fn(usize) -> Vec<(String, Vec<u32>)>) = $determinism;
+            determinism::check($label, runs, gradients);
+        }
+
+        #[test]
+        fn nondeterministic_backward() {
+            determinism::check_nondeterministic::<Backend>($label, &$device);
+        }
+
+        /// A sparse gradient dropped, accumulated, and accumulated across `forward_mut`
+        /// renorms trains as the dense one.
+        #[test]
+        fn training_patterns() {
+            let device = $device;
+            patterns::skipped_step::<Backend>(&device);
+            patterns::accumulation::<Backend>(&device);
+            patterns::forward_mut_with_accumulation::<Backend>(&device);
+        }
+
+        /// Random lookups with every option against a plain-loop reference.
+        #[test]
+        fn random_cases() {
+            property::run::<Backend>($label, &$device, 0x5EED, $random);
+        }
+    };
+}
 
 #[cfg(feature = "ndarray")]
 mod ndarray {
-    use super::*;
-    use burn::backend::NdArray;
-
-    #[test]
-    fn golden_embedding() {
-        embedding_cases::run::<NdArray>("ndarray", &Default::default(), Tol::DEFAULT);
-    }
-
-    #[test]
-    fn golden_optimizer() {
-        optimizer_cases::run::<NdArray>("ndarray-optimizer", &Default::default(), Tol::DEFAULT);
-    }
-
-    #[test]
-    fn golden_bag() {
-        bag_cases::run::<NdArray>("ndarray-bag", &Default::default(), Tol::DEFAULT);
-    }
-
-    /// Bit-identical backwards over runs alternating 1 and 2 worker threads.
-    #[test]
-    fn deterministic_backward() {
-        determinism::check("ndarray", 4, |run| {
+    backend_suite!(
+        "ndarray",
+        burn::backend::NdArray,
+        Default::default(),
+        Tol::DEFAULT,
+        400,
+        // Bit-identical over runs alternating 1 and 2 worker threads.
+        (4, |run| {
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(1 + run % 2)
                 .build()
                 .expect("a thread pool");
-            pool.install(|| determinism::gradients::<NdArray>(&Default::default()))
-        });
-    }
-
-    #[test]
-    fn nondeterministic_backward() {
-        determinism::check_nondeterministic::<NdArray>("ndarray", &Default::default());
-    }
-
-    /// A sparse gradient dropped, accumulated, and accumulated across `forward_mut` renorms
-    /// trains as the dense one.
-    #[test]
-    fn training_patterns() {
-        let device = Default::default();
-        patterns::skipped_step::<NdArray>(&device);
-        patterns::accumulation::<NdArray>(&device);
-        patterns::forward_mut_with_accumulation::<NdArray>(&device);
-    }
-
-    /// Random lookups with every option against a plain-loop reference.
-    #[test]
-    fn random_cases() {
-        property::run::<NdArray>("ndarray", &Default::default(), 0x5EED, 400);
-    }
+            pool.install(|| determinism::gradients::<Backend>(&Default::default()))
+        })
+    );
 }
 
 #[cfg(feature = "wgpu")]
 mod wgpu {
-    use super::*;
-    use burn::backend::Wgpu;
-
-    #[test]
-    fn golden_embedding() {
-        embedding_cases::run::<Wgpu>("wgpu", &Default::default(), Tol::LOOSE);
-    }
-
-    #[test]
-    fn golden_optimizer() {
-        optimizer_cases::run::<Wgpu>("wgpu-optimizer", &Default::default(), Tol::LOOSE);
-    }
-
-    #[test]
-    fn golden_bag() {
-        bag_cases::run::<Wgpu>("wgpu-bag", &Default::default(), Tol::LOOSE);
-    }
-
-    #[test]
-    fn deterministic_backward() {
-        determinism::check("wgpu", 3, |_| {
-            determinism::gradients::<Wgpu>(&Default::default())
-        });
-    }
-
-    #[test]
-    fn nondeterministic_backward() {
-        determinism::check_nondeterministic::<Wgpu>("wgpu", &Default::default());
-    }
-
-    /// A sparse gradient dropped, accumulated, and accumulated across `forward_mut` renorms
-    /// trains as the dense one.
-    #[test]
-    fn training_patterns() {
-        let device = Default::default();
-        patterns::skipped_step::<Wgpu>(&device);
-        patterns::accumulation::<Wgpu>(&device);
-        patterns::forward_mut_with_accumulation::<Wgpu>(&device);
-    }
-
-    /// Random lookups with every option against a plain-loop reference.
-    #[test]
-    fn random_cases() {
-        property::run::<Wgpu>("wgpu", &Default::default(), 0x5EED, 150);
-    }
+    backend_suite!(
+        "wgpu",
+        burn::backend::Wgpu,
+        Default::default(),
+        Tol::LOOSE,
+        150,
+        (
+            3,
+            |_| determinism::gradients::<Backend>(&Default::default())
+        )
+    );
 
     #[cfg(feature = "ndarray")]
     #[test]
     fn learner_matches_ndarray() {
-        crate::learner_backends::matches_ndarray::<Wgpu>("wgpu", &Default::default());
+        crate::learner_backends::matches_ndarray::<Backend>("wgpu", &Default::default());
     }
 }
 
 #[cfg(feature = "tch")]
 mod tch {
-    use super::*;
-    use burn::backend::LibTorch;
     use burn::backend::libtorch::LibTorchDevice;
 
-    #[test]
-    fn golden_embedding() {
-        embedding_cases::run::<LibTorch<f32>>("tch", &LibTorchDevice::Cpu, Tol::DEFAULT);
-    }
-
-    #[test]
-    fn golden_optimizer() {
-        optimizer_cases::run::<LibTorch<f32>>("tch-optimizer", &LibTorchDevice::Cpu, Tol::DEFAULT);
-    }
-
-    #[test]
-    fn golden_bag() {
-        bag_cases::run::<LibTorch<f32>>("tch-bag", &LibTorchDevice::Cpu, Tol::DEFAULT);
-    }
-
-    #[test]
-    fn deterministic_backward() {
-        determinism::check("tch", 3, |_| {
-            determinism::gradients::<LibTorch<f32>>(&LibTorchDevice::Cpu)
-        });
-    }
-
-    #[test]
-    fn nondeterministic_backward() {
-        determinism::check_nondeterministic::<LibTorch<f32>>("tch", &LibTorchDevice::Cpu);
-    }
-
-    /// A sparse gradient dropped, accumulated, and accumulated across `forward_mut` renorms
-    /// trains as the dense one.
-    #[test]
-    fn training_patterns() {
-        let device = LibTorchDevice::Cpu;
-        patterns::skipped_step::<LibTorch<f32>>(&device);
-        patterns::accumulation::<LibTorch<f32>>(&device);
-        patterns::forward_mut_with_accumulation::<LibTorch<f32>>(&device);
-    }
-
-    /// Random lookups with every option against a plain-loop reference.
-    #[test]
-    fn random_cases() {
-        property::run::<LibTorch<f32>>("tch", &LibTorchDevice::Cpu, 0x5EED, 400);
-    }
+    backend_suite!(
+        "tch",
+        burn::backend::LibTorch<f32>,
+        LibTorchDevice::Cpu,
+        Tol::DEFAULT,
+        400,
+        (3, |_| determinism::gradients::<Backend>(
+            &LibTorchDevice::Cpu
+        ))
+    );
 
     #[cfg(feature = "ndarray")]
     #[test]
     fn learner_matches_ndarray() {
-        crate::learner_backends::matches_ndarray::<LibTorch<f32>>("tch", &LibTorchDevice::Cpu);
+        crate::learner_backends::matches_ndarray::<Backend>("tch", &LibTorchDevice::Cpu);
     }
 }

@@ -165,31 +165,42 @@ fn assert_close(what: &str, a: &[f32], b: &[f32]) {
     );
 }
 
+/// Trains the model dense and sparse with `strategy` and compares the tables.
+fn compare(strategy: impl Fn() -> ExecutionStrategy<Ad>, accumulation: usize, name: &str) {
+    let what = format!("{name}, accumulation {accumulation}");
+    let dense = run(
+        false,
+        strategy(),
+        accumulation,
+        &format!("dense-{name}-{accumulation}"),
+    );
+    let sparse = run(
+        true,
+        strategy(),
+        accumulation,
+        &format!("sparse-{name}-{accumulation}"),
+    );
+    assert_ne!(
+        dense,
+        values(table(40, 4, 1.0).inner()),
+        "{what}: the dense table trained"
+    );
+    assert_close(&what, &sparse, &dense);
+}
+
 #[test]
 fn multi_device_learner_trains_as_the_dense_model() {
-    let devices = || vec![Default::default(), Default::default()];
-    let untrained = values(table(40, 4, 1.0).inner());
     for (optim, name) in [
         (MultiDeviceOptim::OptimMainDevice, "main"),
         (MultiDeviceOptim::OptimSharded, "sharded"),
     ] {
         for accumulation in [1, 2] {
-            let what = format!("{name}, accumulation {accumulation}");
-            let strategy = || ExecutionStrategy::MultiDevice(devices(), optim);
-            let dense = run(
-                false,
-                strategy(),
+            let devices = vec![Default::default(), Default::default()];
+            compare(
+                || ExecutionStrategy::MultiDevice(devices.clone(), optim),
                 accumulation,
-                &format!("dense-{name}-{accumulation}"),
+                name,
             );
-            let sparse = run(
-                true,
-                strategy(),
-                accumulation,
-                &format!("sparse-{name}-{accumulation}"),
-            );
-            assert_ne!(dense, untrained, "{what}: the dense table trained");
-            assert_close(&what, &sparse, &dense);
         }
     }
 }
@@ -197,23 +208,10 @@ fn multi_device_learner_trains_as_the_dense_model() {
 #[test]
 fn single_device_learner_trains_as_the_dense_model() {
     for accumulation in [1, 3] {
-        let strategy = || ExecutionStrategy::SingleDevice(Default::default());
-        let dense = run(
-            false,
-            strategy(),
+        compare(
+            || ExecutionStrategy::SingleDevice(Default::default()),
             accumulation,
-            &format!("dense-single-{accumulation}"),
-        );
-        let sparse = run(
-            true,
-            strategy(),
-            accumulation,
-            &format!("sparse-single-{accumulation}"),
-        );
-        assert_close(
-            &format!("single device, accumulation {accumulation}"),
-            &sparse,
-            &dense,
+            "single",
         );
     }
 }

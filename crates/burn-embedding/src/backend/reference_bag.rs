@@ -54,19 +54,11 @@ pub(crate) fn bag_forward<B: Backend>(
 ) -> (FloatTensor<B>, Option<IntTensor<B>>) {
     let d = weight.shape()[1];
     let device = B::float_device(&weight);
-    let BagBatch {
-        indices,
-        bag_of,
-        num_bags,
-        per_sample_weights,
-        mode,
-        ..
-    } = batch.clone();
-    let ids = read_indices(int::<B, 1>(indices.clone()));
-    let bags = &batch.bag_of_host;
+    let (num_bags, bags) = (batch.num_bags, &batch.bag_of_host);
+    let ids = read_indices(int::<B, 1>(batch.indices.clone()));
     // The rows as looked up, renormalised when max_norm is set: [N, D].
-    let rows = float::<B, 2>(forward::<B>(weight, indices, options));
-    match mode {
+    let rows = float::<B, 2>(forward::<B>(weight, batch.indices.clone(), options));
+    match batch.mode {
         BagMode::Max => {
             let data: Vec<f32> = rows.into_data().iter::<f32>().collect();
             let mut out = vec![0.0f32; num_bags * d];
@@ -91,7 +83,7 @@ pub(crate) fn bag_forward<B: Backend>(
         }
         BagMode::Sum | BagMode::Mean => {
             let mut rows = rows;
-            if let Some(w) = per_sample_weights {
+            if let Some(w) = batch.per_sample_weights.clone() {
                 rows = rows * float::<B, 1>(w).unsqueeze_dim::<2>(1);
             }
             if let Some(mask) = padding_mask::<B>(&ids, options.padding_idx, &device) {
@@ -99,11 +91,11 @@ pub(crate) fn bag_forward<B: Backend>(
             }
             let mut out = Tensor::<B, 2>::zeros([num_bags, d], &device).select_assign(
                 0,
-                int::<B, 1>(bag_of),
+                int::<B, 1>(batch.bag_of.clone()),
                 rows,
                 IndexingUpdateOp::Add,
             );
-            if mode == BagMode::Mean {
+            if batch.mode == BagMode::Mean {
                 let counts = bag_counts(&ids, bags, num_bags, options.padding_idx);
                 let divisors: Vec<f32> = counts.iter().map(|&c| c.max(1) as f32).collect();
                 out = out
@@ -127,17 +119,10 @@ pub(crate) fn bag_token_grad<B: Backend>(
     let grad = float::<B, 2>(grad);
     let d = grad.dims()[1];
     let device = grad.device();
-    let BagBatch {
-        indices,
-        bag_of,
-        num_bags,
-        per_sample_weights,
-        mode,
-        ..
-    } = batch.clone();
     let bags = &batch.bag_of_host;
+    let bag_of = || int::<B, 1>(batch.bag_of.clone());
     let n = bags.len();
-    match mode {
+    match batch.mode {
         BagMode::Max => {
             let g: Vec<f32> = grad.into_data().iter::<f32>().collect();
             let positions: Vec<i64> =
@@ -157,16 +142,16 @@ pub(crate) fn bag_token_grad<B: Backend>(
             ))
         }
         BagMode::Sum => {
-            let mut g = grad.select(0, int::<B, 1>(bag_of));
-            if let Some(w) = per_sample_weights {
+            let mut g = grad.select(0, bag_of());
+            if let Some(w) = batch.per_sample_weights.clone() {
                 g = g * float::<B, 1>(w).unsqueeze_dim::<2>(1);
             }
             primitive(g)
         }
         BagMode::Mean => {
-            let ids = read_indices(int::<B, 1>(indices));
-            let counts = bag_counts(&ids, bags, num_bags, options.padding_idx);
-            let g = grad.select(0, int::<B, 1>(bag_of));
+            let ids = read_indices(int::<B, 1>(batch.indices.clone()));
+            let counts = bag_counts(&ids, bags, batch.num_bags, options.padding_idx);
+            let g = grad.select(0, bag_of());
             primitive(g / mean_divisors::<B>(&counts, bags, &device))
         }
     }
