@@ -12,7 +12,7 @@ use crate::{BagMode, EmbeddingBackend, EmbeddingError, EmbeddingOptions};
 ///
 /// Returns the bag of each token taking part and the number of bags. With
 /// `include_last_offset`, the last offset ends the last bag (tokens after it take no part).
-pub fn bags_from_offsets(
+pub(crate) fn bags_from_offsets(
     offsets: &[i64],
     num_tokens: usize,
     include_last_offset: bool,

@@ -4,7 +4,8 @@ use burn::module::{Module, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
-use crate::functional::{check_indices, check_rank, embedding_unchecked, renorm_param};
+use crate::functional::{check_indices, embedding_unchecked, renorm_param};
+use crate::rank::{IndexRank, LookupRank};
 use crate::{
     EmbeddingBackend, EmbeddingError, EmbeddingOptions, RowSparseGradient, SparseGradients,
 };
@@ -86,14 +87,18 @@ impl<B: EmbeddingBackend> Embedding<B> {
     /// renormalised for this lookup, but the stored weight is not changed (`&self`); call
     /// [`forward_mut`](Self::forward_mut) for PyTorch's in-place renormalisation.
     ///
+    /// The output rank is the index rank plus one, checked by the compiler ([`LookupRank`]).
+    ///
     /// # Panics
-    /// On an index outside `0..num_embeddings`, or an output rank other than the index rank
-    /// plus one, with a message naming the value. [`try_forward`](Self::try_forward) returns the
+    /// On an index outside `0..num_embeddings`, with a message naming it. [`try_forward`](Self::try_forward) returns the
     /// error instead.
     pub fn forward<const DI: usize, const DO: usize>(
         &self,
         indices: Tensor<B, DI, Int>,
-    ) -> Tensor<B, DO> {
+    ) -> Tensor<B, DO>
+    where
+        IndexRank<DI>: LookupRank<DO>,
+    {
         self.try_forward(indices)
             .unwrap_or_else(|err| panic!("{err}"))
     }
@@ -102,8 +107,10 @@ impl<B: EmbeddingBackend> Embedding<B> {
     pub fn try_forward<const DI: usize, const DO: usize>(
         &self,
         indices: Tensor<B, DI, Int>,
-    ) -> Result<Tensor<B, DO>, EmbeddingError> {
-        check_rank::<DI, DO>()?;
+    ) -> Result<Tensor<B, DO>, EmbeddingError>
+    where
+        IndexRank<DI>: LookupRank<DO>,
+    {
         check_indices(&indices, self.num_embeddings())?;
         Ok(self.forward_unchecked(indices))
     }
@@ -115,7 +122,10 @@ impl<B: EmbeddingBackend> Embedding<B> {
     pub fn forward_unchecked<const DI: usize, const DO: usize>(
         &self,
         indices: Tensor<B, DI, Int>,
-    ) -> Tensor<B, DO> {
+    ) -> Tensor<B, DO>
+    where
+        IndexRank<DI>: LookupRank<DO>,
+    {
         embedding_unchecked(self.weight.val(), indices, &self.options)
     }
 
@@ -127,7 +137,10 @@ impl<B: EmbeddingBackend> Embedding<B> {
     pub fn forward_mut<const DI: usize, const DO: usize>(
         &mut self,
         indices: Tensor<B, DI, Int>,
-    ) -> Tensor<B, DO> {
+    ) -> Tensor<B, DO>
+    where
+        IndexRank<DI>: LookupRank<DO>,
+    {
         self.try_forward_mut(indices)
             .unwrap_or_else(|err| panic!("{err}"))
     }
@@ -137,8 +150,10 @@ impl<B: EmbeddingBackend> Embedding<B> {
     pub fn try_forward_mut<const DI: usize, const DO: usize>(
         &mut self,
         indices: Tensor<B, DI, Int>,
-    ) -> Result<Tensor<B, DO>, EmbeddingError> {
-        check_rank::<DI, DO>()?;
+    ) -> Result<Tensor<B, DO>, EmbeddingError>
+    where
+        IndexRank<DI>: LookupRank<DO>,
+    {
         check_indices(&indices, self.num_embeddings())?;
         renorm_param(&mut self.weight, indices.clone(), &self.options);
         Ok(self.forward_unchecked(indices))
@@ -231,23 +246,6 @@ mod tests {
         assert_eq!(
             out.into_data().to_vec::<f32>().unwrap(),
             vec![1., 11., 2., 12., 3., 13., 0., 10.]
-        );
-    }
-
-    #[test]
-    fn wrong_output_rank_is_an_error() {
-        let device = Default::default();
-        let emb =
-            Embedding::from_pretrained(table(&device), true, EmbeddingOptions::new()).unwrap();
-        let idx = Tensor::<B, 2, Int>::from_ints([[1]], &device);
-        let err = emb.try_forward::<2, 4>(idx).unwrap_err();
-        assert_eq!(
-            err,
-            EmbeddingError::RankMismatch {
-                index_rank: 2,
-                output_rank: 4,
-                expected: 3
-            }
         );
     }
 

@@ -59,16 +59,6 @@ pub enum EmbeddingError {
         /// The shape that was given.
         shape: Vec<usize>,
     },
-    /// The output rank requested is not the index rank plus one.
-    #[error("indices of rank {index_rank} give an output of rank {expected}, not {output_rank}")]
-    RankMismatch {
-        /// Rank of the index tensor.
-        index_rank: usize,
-        /// Rank the caller asked for.
-        output_rank: usize,
-        /// `index_rank + 1`.
-        expected: usize,
-    },
     /// The offsets of an embedding bag are not valid CSR start positions.
     #[error("invalid offsets: {reason}")]
     InvalidOffsets {

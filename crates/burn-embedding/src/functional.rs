@@ -3,6 +3,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
+use crate::rank::{IndexRank, LookupRank};
 use crate::util::{float, primitive};
 use crate::{EmbeddingBackend, EmbeddingError, EmbeddingOptions};
 
@@ -27,7 +28,10 @@ pub fn embedding<B: EmbeddingBackend, const DI: usize, const DO: usize>(
     weight: Tensor<B, 2>,
     indices: Tensor<B, DI, Int>,
     options: &EmbeddingOptions,
-) -> Tensor<B, DO> {
+) -> Tensor<B, DO>
+where
+    IndexRank<DI>: LookupRank<DO>,
+{
     try_embedding(weight, indices, options).unwrap_or_else(|err| panic!("{err}"))
 }
 
@@ -36,8 +40,10 @@ pub fn try_embedding<B: EmbeddingBackend, const DI: usize, const DO: usize>(
     weight: Tensor<B, 2>,
     indices: Tensor<B, DI, Int>,
     options: &EmbeddingOptions,
-) -> Result<Tensor<B, DO>, EmbeddingError> {
-    check_rank::<DI, DO>()?;
+) -> Result<Tensor<B, DO>, EmbeddingError>
+where
+    IndexRank<DI>: LookupRank<DO>,
+{
     let [num_embeddings, embedding_dim] = weight.dims();
     if num_embeddings == 0 || embedding_dim == 0 {
         return Err(EmbeddingError::InvalidWeightShape {
@@ -53,16 +59,16 @@ pub fn try_embedding<B: EmbeddingBackend, const DI: usize, const DO: usize>(
 ///
 /// The index check costs one reduction over the indices and one device-to-host read of two
 /// numbers, which on a GPU backend waits for the queued work. Skip it only for indices known
-/// to be valid: an out-of-range index here is undefined (a panic on ndarray and tch, garbage
-/// or zeros on wgpu).
+/// to be valid: an out-of-range index here panics naming it on ndarray, is libtorch's error on
+/// tch, and reads zeros or another row on wgpu (nothing outside the table is touched).
 pub fn embedding_unchecked<B: EmbeddingBackend, const DI: usize, const DO: usize>(
     weight: Tensor<B, 2>,
     indices: Tensor<B, DI, Int>,
     options: &EmbeddingOptions,
-) -> Tensor<B, DO> {
-    if let Err(err) = check_rank::<DI, DO>() {
-        panic!("{err}");
-    }
+) -> Tensor<B, DO>
+where
+    IndexRank<DI>: LookupRank<DO>,
+{
     // The backend returns [.., D] directly: a reshape copies the output on some backends.
     float::<B, DO>(B::embedding_lookup(
         primitive(weight),
@@ -140,7 +146,7 @@ pub(crate) fn renorm_param<B: EmbeddingBackend, const DI: usize>(
 ///
 /// One reduction to the minimum and maximum, read back together; only when one is out of range
 /// are all indices read, to name the first offending index and its position.
-pub fn check_indices<B: Backend, const D: usize>(
+pub(crate) fn check_indices<B: Backend, const D: usize>(
     indices: &Tensor<B, D, Int>,
     num_embeddings: usize,
 ) -> Result<(), EmbeddingError> {
@@ -165,16 +171,4 @@ pub fn check_indices<B: Backend, const D: usize>(
         position,
         num_embeddings,
     })
-}
-
-pub(crate) fn check_rank<const DI: usize, const DO: usize>() -> Result<(), EmbeddingError> {
-    if DO == DI + 1 {
-        Ok(())
-    } else {
-        Err(EmbeddingError::RankMismatch {
-            index_rank: DI,
-            output_rank: DO,
-            expected: DI + 1,
-        })
-    }
 }

@@ -97,6 +97,7 @@ mod embedding;
 mod error;
 mod grads;
 mod options;
+mod rank;
 mod sparse;
 mod util;
 
@@ -106,9 +107,7 @@ pub mod optim;
 
 pub use backend::EmbeddingBackend;
 pub use bag::{EmbeddingBag, EmbeddingBagConfig};
-pub use bag_functional::{
-    bags_from_offsets, embedding_bag, try_embedding_bag, try_embedding_bag_fixed,
-};
+pub use bag_functional::{embedding_bag, try_embedding_bag, try_embedding_bag_fixed};
 pub use bag_mode::BagMode;
 pub use carrier::{clear_pending_sparse_grads, pending_sparse_grads};
 pub use config::EmbeddingConfig;
@@ -118,4 +117,5 @@ pub use functional::{embedding, try_embedding};
 pub use grads::{sparse_grad, sparse_grad_remove};
 pub use optim::SparseGradients;
 pub use options::{EmbeddingOptions, NormType, normalize_padding_idx};
+pub use rank::{IndexRank, LookupRank};
 pub use sparse::RowSparseGradient;

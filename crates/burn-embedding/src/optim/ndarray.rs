@@ -159,54 +159,18 @@ where
 
 #[cfg(test)]
 mod tests {
-    use burn::tensor::{Distribution, Int, Tensor, TensorData};
-
     use super::*;
 
-    type B = NdArray;
-
-    fn data_ptr(tensor: &NdArrayTensor) -> *const f32 {
-        match tensor {
-            NdArrayTensor::F32(storage) => storage.view().as_ptr(),
-            _ => panic!("an f32 tensor"),
-        }
-    }
-
-    /// Lazy Adam's update runs in place on a weight nothing else holds, gives the floats of the
-    /// generic rule, and leaves a shared weight as it was.
+    /// Lazy Adam's update runs in place on a weight nothing else holds.
     #[test]
     fn sparse_update_in_place() {
-        let rule = SparseRule::LazyAdam {
-            beta_1: 0.9,
-            beta_2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        };
-        let device = Default::default();
-        let rows = || {
-            let ids = Tensor::<B, 1, Int>::from_data(TensorData::from([1i64, 4, 6]), &device);
-            let values = Tensor::<B, 2>::random([3, 5], Distribution::Normal(0.0, 1.0), &device);
-            RowSparseGradient::new(ids, values, 8)
-        };
-        let weight = Tensor::<B, 2>::random([8, 5], Distribution::Normal(0.0, 1.0), &device);
-        let (mut state, mut generic_state) = (RowState::default(), RowState::default());
-        let mut expected = weight.clone().add_scalar(0.0);
-        let mut weight = util::primitive(weight);
-        for _ in 0..3 {
-            let rows = rows();
-            let at = data_ptr(&weight);
-            weight = B::embedding_sparse_update(weight, rows.clone(), &rule, 0.1, &mut state);
-            assert_eq!(data_ptr(&weight), at, "the weight was copied");
-            expected = rule.apply(0.1, expected, rows, &mut generic_state);
-            util::float::<B, 2>(weight.clone())
-                .into_data()
-                .assert_approx_eq::<f32>(&expected.to_data(), Default::default());
-        }
-
-        let held = util::float::<B, 2>(weight.clone());
-        let before = held.to_data();
-        let updated = B::embedding_sparse_update(weight, rows(), &rule, 0.1, &mut state);
-        held.into_data().assert_eq(&before, true);
-        assert_ne!(util::float::<B, 2>(updated).into_data(), before);
+        super::super::update::in_place::check::<NdArray>(
+            &Default::default(),
+            |tensor| match tensor {
+                NdArrayTensor::F32(storage) => storage.view().as_ptr() as usize,
+                _ => panic!("an f32 tensor"),
+            },
+            false,
+        );
     }
 }

@@ -52,3 +52,62 @@ pub trait SparseUpdate: Backend {
         Self::embedding_add_rows(weight, delta)
     }
 }
+
+/// The shared check of the backends' in-place updates.
+#[cfg(test)]
+pub(crate) mod in_place {
+    use burn::tensor::{Distribution, Int, Tensor, TensorData};
+
+    use super::SparseUpdate;
+    use crate::RowSparseGradient;
+    use crate::optim::{RowState, SparseRule};
+    use crate::util::{float, primitive};
+
+    /// Lazy Adam's row updates (the weight and both moments) run in place on storages nothing
+    /// else holds (`address` tells where a tensor's values live), give the floats of the generic
+    /// rule (within 1e-5, or exactly with `exact`), and leave a weight held elsewhere as it was.
+    pub(crate) fn check<B: SparseUpdate>(
+        device: &B::Device,
+        address: impl Fn(&burn::tensor::ops::FloatTensor<B>) -> usize,
+        exact: bool,
+    ) {
+        let rule = SparseRule::LazyAdam {
+            beta_1: 0.9,
+            beta_2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        };
+        let rows = || {
+            let ids = Tensor::<B, 1, Int>::from_data(TensorData::from([1i64, 4, 6]), device);
+            let values = Tensor::<B, 2>::random([3, 5], Distribution::Normal(0.0, 1.0), device);
+            RowSparseGradient::new(ids, values, 8)
+        };
+        let weight = Tensor::<B, 2>::random([8, 5], Distribution::Normal(0.0, 1.0), device);
+        let (mut state, mut generic_state) = (RowState::default(), RowState::default());
+        let mut expected = weight.clone().add_scalar(0.0);
+        let mut weight = primitive(weight);
+        let moment = |state: &RowState<B>| state.first.clone().map(|m| address(&primitive(m)));
+        for _ in 0..3 {
+            let rows = rows();
+            let (at, moment_at) = (address(&weight), moment(&state));
+            weight = B::embedding_sparse_update(weight, rows.clone(), &rule, 0.1, &mut state);
+            assert_eq!(address(&weight), at, "the weight was copied");
+            if moment_at.is_some() {
+                assert_eq!(moment(&state), moment_at, "the first moment was copied");
+            }
+            expected = rule.apply(0.1, expected, rows, &mut generic_state);
+            let got = float::<B, 2>(weight.clone()).into_data();
+            if exact {
+                got.assert_eq(&expected.to_data(), true);
+            } else {
+                got.assert_approx_eq::<f32>(&expected.to_data(), Default::default());
+            }
+        }
+
+        let held = float::<B, 2>(weight.clone());
+        let before = held.to_data();
+        let updated = B::embedding_sparse_update(weight, rows(), &rule, 0.1, &mut state);
+        held.into_data().assert_eq(&before, true);
+        assert_ne!(float::<B, 2>(updated).into_data(), before);
+    }
+}
