@@ -4,7 +4,7 @@
 usage: golden.py OUT_DIR   (run by `cargo xtask golden` with the torch 2.9.0 venv's python)
 Writes OUT_DIR/embedding/*.json and OUT_DIR/optimizer/*.json, computed on the CPU in float32
 by torch.nn.functional.embedding and nn.Embedding(sparse=True) with torch.optim, exactly as
-shared/golden/README.md describes.
+tests/golden/README.md describes.
 """
 import json, os, sys
 import torch
@@ -268,6 +268,31 @@ def bag_cases():
                     offsets=[-1, 1])
 
 
+def vectors_cases(out_dir):
+    """Word-vector files written by gensim's KeyedVectors.save_word2vec_format (text and binary),
+    with the vectors and the cosine similarities gensim computes on them."""
+    import numpy as np
+    from gensim.models import KeyedVectors
+    out = os.path.join(out_dir, "vectors")
+    os.makedirs(out, exist_ok=True)
+    g = torch.Generator().manual_seed(30)
+    for name, count, dim in [("gensim_small", 12, 5), ("gensim_dim64", 40, 64)]:
+        words = ["the", "of", "and", "königin", "don't", "x1"] + [f"w{i}" for i in range(count - 6)]
+        vectors = torch.randn(count, dim, generator=g).numpy().astype(np.float32)
+        kv = KeyedVectors(vector_size=dim)
+        kv.add_vectors(words, vectors)
+        files = {"text": name + ".txt", "binary": name + ".bin"}
+        kv.save_word2vec_format(os.path.join(out, files["text"]), binary=False)
+        kv.save_word2vec_format(os.path.join(out, files["binary"]), binary=True)
+        pairs = [(0, 1), (2, 3), (4, 5), (0, count - 1)]
+        yield {
+            "format": "embedding-golden/1", "kind": "vectors", "name": name,
+            "source": f"gensim {__import__('gensim').__version__} KeyedVectors.save_word2vec_format (xtask/golden.py)",
+            "files": files, "words": words, "vectors": t(torch.from_numpy(vectors)),
+            "similarities": [[a, b, float(kv.similarity(words[a], words[b]))] for a, b in pairs],
+        }
+
+
 def write(out_dir, capability, cases):
     out = os.path.join(out_dir, capability)
     os.makedirs(out, exist_ok=True)
@@ -285,6 +310,7 @@ def main():
     write(out_dir, "embedding", cases())
     write(out_dir, "optimizer", optimizer_cases())
     write(out_dir, "bag", bag_cases())
+    write(out_dir, "vectors", vectors_cases(out_dir))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-//! Loading golden cases (format `embedding-golden/1`, see `shared/golden/README.md`).
+//! Loading golden cases (format `embedding-golden/1`, see `tests/golden/README.md`).
 
 use std::path::{Path, PathBuf};
 

@@ -11,3 +11,4 @@ pub mod optimizer_cases;
 pub mod patterns;
 pub mod property;
 pub mod report;
+pub mod vector_files;

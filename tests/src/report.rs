@@ -4,7 +4,7 @@ use burn::tensor::TensorData;
 
 use crate::golden::GoldenTensor;
 
-/// `|a - b| <= atol + rtol * |b|`, as `shared/golden/README.md` specifies.
+/// `|a - b| <= atol + rtol * |b|`, as `tests/golden/README.md` specifies.
 #[derive(Debug, Clone, Copy)]
 pub struct Tol {
     /// Absolute part.

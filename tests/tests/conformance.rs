@@ -14,6 +14,7 @@ macro_rules! backend_suite {
         use burn_embedding_conformance::report::Tol;
         use burn_embedding_conformance::{
             bag_cases, determinism, embedding_cases, optimizer_cases, patterns, property,
+            vector_files,
         };
 
         type Backend = $backend;
@@ -53,6 +54,17 @@ macro_rules! backend_suite {
             patterns::skipped_step::<Backend>(&device);
             patterns::accumulation::<Backend>(&device);
             patterns::forward_mut_with_accumulation::<Backend>(&device);
+        }
+
+        /// Word-vector files: round trips, malformed files, gensim's files and gensim reading
+        /// ours.
+        #[test]
+        fn vector_files() {
+            let device = $device;
+            vector_files::round_trips::<Backend>(&device);
+            vector_files::malformed_files::<Backend>(&device);
+            vector_files::gensim_files::<Backend>($label, &device);
+            vector_files::gensim_reads_ours::<Backend>($label, &device);
         }
 
         /// Random lookups with every option against a plain-loop reference.

@@ -7,6 +7,9 @@ use std::process::{Command, Stdio};
 /// PyTorch version pinned by burn-tch 0.21 (tch 0.22).
 pub const TORCH_VERSION: &str = "2.9.0";
 
+/// gensim, the word2vec files' reference client (its 4.4 line reads numpy 2).
+pub const GENSIM_VERSION: &str = "4.4.0";
+
 /// Where things live.
 pub struct Env {
     /// The workspace root.
@@ -59,6 +62,10 @@ impl Env {
         // Autotuning every kernel is slow on lavapipe and buys nothing in tests.
         if std::env::var_os("CUBECL_AUTOTUNE_LEVEL").is_none() {
             cmd.env("CUBECL_AUTOTUNE_LEVEL", "minimal");
+        }
+        // The venv's python, for the tests that run gensim on the files the crate writes.
+        if self.python().exists() {
+            cmd.env("BURN_EMBEDDING_PYTHON", self.python());
         }
         if tch {
             let bin = self.venv().join("bin");

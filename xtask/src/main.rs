@@ -155,7 +155,7 @@ fn bench(args: &[String]) -> Result<(), String> {
         .arg("--python")
         .arg(env.python())
         .arg("--torch-script")
-        .arg(env.root.join("../shared/bench/torch_embedding_bench.py"))
+        .arg(env.root.join("bench/torch_embedding_bench.py"))
         .args(args);
     // Both processes (ours and the PyTorch subprocess, which inherits it) run glibc's malloc at
     // the steady state its dynamic mmap threshold reaches in a long training run (32 MiB), so

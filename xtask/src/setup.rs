@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
-use crate::env::{Env, TORCH_VERSION};
+use crate::env::{Env, GENSIM_VERSION, TORCH_VERSION};
 
 const LAVAPIPE_ICD: &str = "/usr/share/vulkan/icd.d/lvp_icd.x86_64.json";
 const APT_PACKAGES: [&str; 2] = ["mesa-vulkan-drivers", "libvulkan1"];
@@ -63,21 +63,66 @@ pub fn lavapipe() -> Result<(), String> {
     }
 }
 
-fn torch_ok(env: &Env) -> bool {
+/// Whether the venv's python runs `check` without error.
+fn python_ok(env: &Env, check: &str) -> bool {
     Command::new(env.python())
-        .args([
-            "-c",
-            &format!("import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '{TORCH_VERSION}' else 1)"),
-        ])
+        .args(["-c", check])
         .output()
         .is_ok_and(|o| o.status.success())
 }
 
-/// The venv with torch==2.9.0: libtorch for burn-tch, and the reference implementation.
+fn torch_ok(env: &Env) -> bool {
+    python_ok(
+        env,
+        &format!(
+            "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '{TORCH_VERSION}' else 1)"
+        ),
+    )
+}
+
+fn gensim_ok(env: &Env) -> bool {
+    python_ok(
+        env,
+        &format!(
+            "import gensim, sys; sys.exit(0 if gensim.__version__ == '{GENSIM_VERSION}' else 1)"
+        ),
+    )
+}
+
+fn pip_install(env: &Env, packages: &[String]) -> Result<(), String> {
+    let status = Command::new(env.venv().join("bin/pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(packages)
+        .status()
+        .map_err(|e| format!("cannot run pip: {e}"))?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| format!("pip install {} failed ({status})", packages.join(" ")))
+}
+
+/// The venv with torch==2.9.0 (libtorch for burn-tch, and the reference implementation) and
+/// gensim (the client that reads and writes word2vec files, for the interop tests).
 pub fn torch_venv(env: &Env) -> Result<(), String> {
-    if torch_ok(env) {
-        return Ok(());
+    if !torch_ok(env) {
+        create_torch_venv(env)?;
     }
+    if !gensim_ok(env) {
+        eprintln!(
+            "xtask: installing gensim=={GENSIM_VERSION} into {}",
+            env.venv().display()
+        );
+        pip_install(env, &[format!("gensim=={GENSIM_VERSION}")])?;
+        if !gensim_ok(env) {
+            return Err(format!(
+                "gensim=={GENSIM_VERSION} does not import in the venv"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn create_torch_venv(env: &Env) -> Result<(), String> {
     let venv = env.venv();
     eprintln!(
         "xtask: creating {} with torch=={TORCH_VERSION} (about 7 GB; several minutes)",
@@ -93,13 +138,15 @@ pub fn torch_venv(env: &Env) -> Result<(), String> {
     if !status.success() {
         return Err(format!("`{python} -m venv {}` failed", venv.display()));
     }
-    let status = Command::new(venv.join("bin/pip"))
-        .args(["install", "--quiet", "--disable-pip-version-check"])
-        .arg(format!("torch=={TORCH_VERSION}"))
-        .args(["numpy", "setuptools"])
-        .status()
-        .map_err(|e| format!("cannot run pip: {e}"))?;
-    if status.success() && torch_ok(env) {
+    pip_install(
+        env,
+        &[
+            format!("torch=={TORCH_VERSION}"),
+            "numpy".into(),
+            "setuptools".into(),
+        ],
+    )?;
+    if torch_ok(env) {
         Ok(())
     } else {
         Err(format!(

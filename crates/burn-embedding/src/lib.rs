@@ -17,6 +17,8 @@
 //! - [`EmbeddingBag`] / [`EmbeddingBagConfig`]: bags of ids reduced by sum, mean or max (CSR
 //!   offsets or fixed-length rows, `per_sample_weights`, padding), on the same trait and
 //!   backward, with row-sparse gradients.
+//! - [`vectors`]: word vectors in and out in the word2vec text and binary formats and GloVe's
+//!   (gensim, fastText, GloVe files), streaming, with typed errors naming the line or byte.
 //! - [`RowSparseGradient`]: with `sparse: true`, the backward yields the sorted unique touched
 //!   rows and their summed gradients, and never creates a `[V, D]` tensor;
 //!   [`sparse_grad_remove`] takes it after `backward()` (how it travels: below).
@@ -104,6 +106,7 @@ mod util;
 pub mod backend;
 pub mod functional;
 pub mod optim;
+pub mod vectors;
 
 pub use backend::EmbeddingBackend;
 pub use bag::{EmbeddingBag, EmbeddingBagConfig};

@@ -3,5 +3,6 @@
 
 pub mod corpus;
 pub mod data;
+pub mod eval;
 pub mod model;
 pub mod train;

@@ -1,51 +1,86 @@
-//! `cargo run --release -p word2vec -- [--corpus PATH] [--backend ndarray|wgpu|tch] [--epochs N]
-//! [--dim D] [--out DIR]`
+//! `cargo run --release -p word2vec -- [--corpus PATH] [--backend ndarray|wgpu|tch]
+//! [--similarity FILE] [--analogies FILE] [--out DIR] ...` (`--help` lists every option)
 //!
 //! Without `--corpus`, trains on a generated corpus of words drawn from latent topics and
 //! reports how often a word's nearest neighbours share its topic.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use burn::backend::Autodiff;
+use burn_embedding::vectors::{VectorFormat, write_vectors};
 use burn_embedding::{EmbeddingBackend, SparseGradients};
+use clap::{Parser, ValueEnum};
 use word2vec::corpus::{self, Vocab};
+use word2vec::eval;
 use word2vec::train::{
     Word2VecConfig, epoch_losses, nearest, normalized_vectors, save, topic_agreement, train,
 };
 
-struct Args {
-    corpus: Option<PathBuf>,
-    backend: String,
-    out: PathBuf,
-    config: Word2VecConfig,
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Backend {
+    Ndarray,
+    Wgpu,
+    Tch,
 }
 
-fn parse() -> Result<Args, String> {
-    let mut args = Args {
-        corpus: None,
-        backend: "ndarray".into(),
-        out: PathBuf::from("target/word2vec"),
-        config: Word2VecConfig::new(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().ok_or(format!("{arg} needs a value"));
-        let number = |v: String| v.parse::<usize>().map_err(|e| format!("{arg} {v}: {e}"));
-        match arg.as_str() {
-            "--corpus" => args.corpus = Some(value()?.into()),
-            "--backend" => args.backend = value()?,
-            "--out" => args.out = value()?.into(),
-            "--epochs" => args.config.epochs = number(value()?)?,
-            "--dim" => args.config.dim = number(value()?)?,
-            "--batch-size" => args.config.batch_size = number(value()?)?,
-            "--grads-accumulation" => args.config.grads_accumulation = number(value()?)?,
-            "-h" | "--help" => {
-                return Err("usage: word2vec [--corpus PATH] [--backend ndarray|wgpu|tch] [--epochs N] [--dim D] [--batch-size B] [--grads-accumulation K] [--out DIR]".into())
-            }
-            other => return Err(format!("unknown argument {other:?} (see --help)")),
-        }
+/// Skip-gram with negative sampling, trained by burn-train's Learner with two sparse
+/// embeddings and lazy Adam. Writes the model record, its config, the vocabulary with counts
+/// and the input vectors in the word2vec text and binary formats to `--out`.
+#[derive(Debug, Parser)]
+#[command(name = "word2vec")]
+struct Args {
+    /// A text file to train on (one sentence per line); without it, a generated corpus of
+    /// words drawn from latent topics.
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// The backend (compiled in with the cargo feature of the same name).
+    #[arg(long, value_enum, default_value = "ndarray")]
+    backend: Backend,
+    /// Where to write the model, the vocabulary and the vectors.
+    #[arg(long, default_value = "target/word2vec")]
+    out: PathBuf,
+    /// Passes over the corpus.
+    #[arg(long, default_value_t = 5)]
+    epochs: usize,
+    /// Vector size.
+    #[arg(long, default_value_t = 64)]
+    dim: usize,
+    /// Pairs per step.
+    #[arg(long, default_value_t = 1024)]
+    batch_size: usize,
+    /// Batches whose gradients add up before one optimizer step.
+    #[arg(long, default_value_t = 1)]
+    grads_accumulation: usize,
+    /// Word-pair similarities to score (tab-separated `word1 word2 score` lines, as
+    /// WordSim-353 or SimLex-999): Spearman correlation and the share of pairs out of
+    /// vocabulary.
+    #[arg(long)]
+    similarity: Option<PathBuf>,
+    /// Analogies to answer (`questions-words.txt` format): accuracy per section and overall,
+    /// over the 30,000 most frequent words.
+    #[arg(long)]
+    analogies: Option<PathBuf>,
+}
+
+impl Args {
+    fn config(&self) -> Word2VecConfig {
+        Word2VecConfig::new()
+            .with_epochs(self.epochs)
+            .with_dim(self.dim)
+            .with_batch_size(self.batch_size)
+            .with_grads_accumulation(self.grads_accumulation)
     }
-    Ok(args)
+}
+
+/// The vocabulary with counts, `word count` per line (gensim's `fvocab`), most frequent first.
+fn write_vocab(vocab: &Vocab, path: &Path) -> std::io::Result<()> {
+    let lines: String = vocab
+        .words
+        .iter()
+        .zip(&vocab.counts)
+        .map(|(w, c)| format!("{w} {c}\n"))
+        .collect();
+    std::fs::write(path, lines)
 }
 
 fn run<B>(args: &Args, device: &B::Device)
@@ -61,18 +96,19 @@ where
         }
         None => (corpus::generated(20, 50, 20_000, 7), true),
     };
-    let vocab = Vocab::build(&sentences, args.config.min_count);
+    let config = args.config();
+    let vocab = Vocab::build(&sentences, config.min_count);
     assert!(
         vocab.len() > 1,
         "the corpus has fewer than two words seen {} times",
-        args.config.min_count
+        config.min_count
     );
     let ids = vocab.encode(&sentences);
     let started = std::time::Instant::now();
     let training_dir = args.out.join("training");
     // Start afresh: the Learner would otherwise append to an earlier run's logs.
     std::fs::remove_dir_all(&training_dir).ok();
-    let model = train::<B>(&args.config, &vocab, &ids, &training_dir, None, device);
+    let model = train::<B>(&config, &vocab, &ids, &training_dir, None, device);
     println!("trained in {:.1} s", started.elapsed().as_secs_f64());
     let valid = epoch_losses(&training_dir, "valid");
     for (epoch, train) in epoch_losses(&training_dir, "train").iter().enumerate() {
@@ -81,9 +117,25 @@ where
             .map_or(String::new(), |v| format!(", valid loss {v:.4}"));
         println!("epoch {}: train loss {train:.4}{valid}", epoch + 1);
     }
-    save(&model, &args.config, &args.out);
+    save(&model, &config, &args.out);
+    let written = write_vocab(&vocab, &args.out.join("vocab.txt"))
+        .map_err(|e| e.to_string())
+        .and_then(|()| {
+            for (name, format) in [
+                ("vectors.txt", VectorFormat::Word2VecText),
+                ("vectors.bin", VectorFormat::Word2VecBinary),
+            ] {
+                write_vectors(args.out.join(name), format, &vocab.words, &model.input)
+                    .map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        });
+    if let Err(err) = written {
+        eprintln!("word2vec: {err}");
+        std::process::exit(1);
+    }
     println!(
-        "saved the model record and config in {}",
+        "saved the model record, config, vocab.txt, vectors.txt and vectors.bin in {}",
         args.out.display()
     );
 
@@ -112,28 +164,59 @@ where
             score * 100.0
         );
     }
+    if let Err(err) = evaluate(args, &vocab, &vectors, d) {
+        eprintln!("word2vec: {err}");
+        std::process::exit(1);
+    }
+}
+
+/// `--similarity` and `--analogies`.
+fn evaluate(args: &Args, vocab: &Vocab, vectors: &[f32], d: usize) -> Result<(), String> {
+    if let Some(path) = &args.similarity {
+        let score = eval::similarity(path, vocab, vectors, d)?;
+        println!(
+            "similarity ({}): Spearman {:.3} over {} pairs, {:.1}% of pairs out of vocabulary",
+            path.display(),
+            score.spearman,
+            score.pairs,
+            score.oov_share * 100.0
+        );
+    }
+    if let Some(path) = &args.analogies {
+        println!(
+            "analogies ({}), 30,000 most frequent words:",
+            path.display()
+        );
+        for s in eval::analogies(path, vocab, vectors, d, 30_000)? {
+            println!(
+                "  {:<28} {:>6.1}% of {} answered ({} skipped)",
+                s.name,
+                s.accuracy() * 100.0,
+                s.answered,
+                s.skipped
+            );
+        }
+    }
+    Ok(())
 }
 
 fn main() {
-    let args = match parse() {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("{message}");
-            std::process::exit(2);
-        }
-    };
-    match args.backend.as_str() {
+    let args = Args::parse();
+    match args.backend {
         #[cfg(feature = "ndarray")]
-        "ndarray" => run::<Autodiff<burn::backend::NdArray>>(&args, &Default::default()),
+        Backend::Ndarray => run::<Autodiff<burn::backend::NdArray>>(&args, &Default::default()),
         #[cfg(feature = "wgpu")]
-        "wgpu" => run::<Autodiff<burn::backend::Wgpu>>(&args, &Default::default()),
+        Backend::Wgpu => run::<Autodiff<burn::backend::Wgpu>>(&args, &Default::default()),
         #[cfg(feature = "tch")]
-        "tch" => run::<Autodiff<burn::backend::LibTorch<f32>>>(
+        Backend::Tch => run::<Autodiff<burn::backend::LibTorch<f32>>>(
             &args,
             &burn::backend::libtorch::LibTorchDevice::Cpu,
         ),
+        #[allow(unreachable_patterns)]
         other => {
-            eprintln!("backend {other:?} is not compiled in (features: ndarray, wgpu, tch)");
+            eprintln!(
+                "word2vec: the {other:?} backend is not compiled in (cargo features: ndarray, wgpu, tch)"
+            );
             std::process::exit(2);
         }
     }

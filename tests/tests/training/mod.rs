@@ -1,6 +1,7 @@
 //! Sparse training end to end on ndarray: the path of the row-sparse gradient from the
 //! backward to the optimizers, in hand-written loops and in burn-train's Learner.
 
+mod evaluation;
 mod learner_strategies;
 mod patterns;
 

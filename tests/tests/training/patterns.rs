@@ -407,3 +407,22 @@ fn unchecked_input_panics_naming_the_index() {
             .is_err()
     );
 }
+
+/// A record file saved from a `burn::nn::Embedding` loads into ours: the field is `weight` in
+/// both.
+#[test]
+fn a_burn_nn_record_loads() {
+    use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+    let device = Default::default();
+    let theirs = burn::nn::EmbeddingConfig::new(6, 3).init::<B>(&device);
+    // Materialise the lazy weight, so that the clone saved below holds the same values.
+    let expected = values(theirs.weight.val());
+    let path = std::env::temp_dir().join(format!("burn-nn-embedding-{}", std::process::id()));
+    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+    theirs.clone().save_file(&path, &recorder).unwrap();
+    let ours = EmbeddingConfig::new(6, 3)
+        .init::<B>(&device)
+        .load_file(&path, &recorder, &device)
+        .unwrap();
+    assert_eq!(values(ours.weight.val()), expected);
+}

@@ -1,6 +1,6 @@
 //! Our layer and burn::nn::Embedding on burn backends.
 //!
-//! Ops (`shared/bench/README.md`), plus three of ours: `forward_autodiff` (the forward on an
+//! Ops (`bench/README.md`), plus three of ours: `forward_autodiff` (the forward on an
 //! autodiff backend, no backward: burn::nn's keeps the [V, D] weight as backward state),
 //! `sum_backward` (burn's `sum().backward()` of a leaf of the output's shape: the part of every
 //! backward op that is burn's, not the embedding's) and `step_sparse_adam_on_clone`

@@ -1,6 +1,6 @@
 //! `cargo xtask bench`: our layer beside `burn::nn::Embedding`, PyTorch and tch-rs, in one run.
 //!
-//! Ops and the record format: `shared/bench/README.md` (and [`cases`]). Every (V, D, tokens)
+//! Ops and the record format: `bench/README.md` (and [`cases`]). Every (V, D, tokens)
 //! of the matrix runs ours and burn::nn on NdArray / Autodiff<NdArray>, and with the `tch`
 //! feature ours on LibTorch and tch's own `Tensor::embedding`, with the `wgpu` feature ours on
 //! wgpu (its dense backward also with `deterministic` off); PyTorch runs in a subprocess
@@ -16,6 +16,8 @@ mod tch_rs;
 mod torch;
 
 use std::path::PathBuf;
+
+use clap::Parser;
 
 use record::Record;
 
@@ -63,45 +65,59 @@ impl Workload {
 /// Bags of the bag ops: `tokens` bags of this many ids.
 pub const BAG_SIZE: usize = 20;
 
+/// Our layer beside `burn::nn::Embedding`, PyTorch and tch-rs, in one run (see `bench/README.md`).
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask bench")]
+struct Cli {
+    /// Vocabulary sizes V.
+    #[arg(long = "vocab", value_delimiter = ',', default_values_t = [32_000usize, 1_000_000])]
+    vocabs: Vec<usize>,
+    /// Embedding dimensions D.
+    #[arg(long = "dim", value_delimiter = ',', default_values_t = [64usize, 128, 512])]
+    dims: Vec<usize>,
+    /// Tokens per step (bag ops: that many bags of 20 ids).
+    #[arg(long, value_delimiter = ',', default_values_t = [512usize, 4096, 32768])]
+    tokens: Vec<usize>,
+    /// Timed repetitions of each op.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// CPU threads of every implementation.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// The Python that runs PyTorch's script (PyTorch's rows are left out without it).
+    #[arg(long)]
+    python: Option<String>,
+    /// PyTorch's timing script.
+    #[arg(long)]
+    torch_script: Option<String>,
+    /// Where the records, the table and the plots go [default: target/bench].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// The D = 128, 4096-token subset, 10 steps.
+    #[arg(long)]
+    quick: bool,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
 fn parse_args() -> Args {
-    let list = |s: String| -> Vec<usize> {
-        s.split(',')
-            .map(|v| v.parse().unwrap_or_else(|_| panic!("not a number: {v:?}")))
-            .collect()
-    };
+    let cli = Cli::parse();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut args = Args {
-        vocabs: vec![32_000, 1_000_000],
-        dims: vec![64, 128, 512],
-        tokens: vec![512, 4096, 32768],
-        steps: 20,
-        threads: 2,
-        python: None,
-        torch_script: None,
-        out: root.join("target/bench"),
+        vocabs: cli.vocabs,
+        dims: cli.dims,
+        tokens: cli.tokens,
+        steps: cli.steps,
+        threads: cli.threads,
+        python: cli.python,
+        torch_script: cli.torch_script,
+        out: cli.out.unwrap_or_else(|| root.join("target/bench")),
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let mut value = || it.next().unwrap_or_else(|| panic!("{arg} needs a value"));
-        match arg.as_str() {
-            "--vocab" => args.vocabs = list(value()),
-            "--dim" => args.dims = list(value()),
-            "--tokens" => args.tokens = list(value()),
-            "--steps" => args.steps = value().parse().expect("--steps N"),
-            "--threads" => args.threads = value().parse().expect("--threads N"),
-            "--python" => args.python = Some(value()),
-            "--torch-script" => args.torch_script = Some(value()),
-            "--out" => args.out = PathBuf::from(value()),
-            "--quick" => {
-                args.dims = vec![128];
-                args.tokens = vec![4096];
-                args.steps = 10;
-            }
-            "--bench" => {} // passed by cargo bench
-            other => panic!(
-                "unknown argument {other:?} (known: --quick --vocab --dim --tokens --steps --threads --python --torch-script --out)"
-            ),
-        }
+    if cli.quick {
+        args.dims = vec![128];
+        args.tokens = vec![4096];
+        args.steps = 10;
     }
     args
 }

@@ -1,4 +1,4 @@
-//! One measured case, as a JSON record (`shared/bench/README.md`), and the table of them.
+//! One measured case, as a JSON record (`bench/README.md`), and the table of them.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -1,4 +1,4 @@
-//! PyTorch's figures from `shared/bench/torch_embedding_bench.py`, run as a subprocess with the
+//! PyTorch's figures from `bench/torch_embedding_bench.py`, run as a subprocess with the
 //! same thread count and workload.
 
 use std::process::Command;
