@@ -199,10 +199,16 @@ impl core::fmt::Display for Undecodable {
 
 /// Reads the marker of a `[num_embeddings, dim]` weight: the tickets it names, with their rows
 /// summed (each times its coefficient) and moved to `device`. Nothing is removed.
+///
+/// The tickets read from `weight_node` (the weight tensor of the step) are tried first, alone:
+/// they explain the marker in every single-device pattern, whatever other row sets of the shape
+/// wait (dropped gradients of other weights), so the solve stays small. The forks of
+/// multi-device training have other nodes; their markers are solved over every ticket.
 pub(crate) fn decode<B: Backend>(
     marker: Tensor<B, 2>,
     num_embeddings: usize,
     dim: usize,
+    weight_node: u64,
     device: &B::Device,
 ) -> Result<Presented<B>, Undecodable> {
     let values: Vec<f64> = marker
@@ -212,25 +218,36 @@ pub(crate) fn decode<B: Backend>(
         .map(f64::from)
         .collect();
     let class = Class::of::<B>(num_embeddings, dim);
-    let candidates: Vec<(u64, RowSparseGradient<B>, Option<Renorm>)> = waiting()
-        .iter()
-        .filter(|w| w.class == class)
-        .map(|w| {
-            let rows = w
-                .rows
-                .downcast_ref::<RowSparseGradient<B>>()
-                .expect("a class holds rows of its own backend")
-                .clone();
-            (w.ticket, rows, w.renorm)
-        })
-        .collect();
-    let tickets: Vec<u64> = candidates.iter().map(|c| c.0).collect();
-    let undecodable = Undecodable {
-        num_embeddings,
-        dim,
-        candidates: candidates.len(),
+    let candidates = |same_weight: bool| -> Vec<(u64, RowSparseGradient<B>, Option<Renorm>)> {
+        waiting()
+            .iter()
+            .filter(|w| w.class == class && (!same_weight || w.weight_node == weight_node))
+            .map(|w| {
+                let rows = w
+                    .rows
+                    .downcast_ref::<RowSparseGradient<B>>()
+                    .expect("a class holds rows of its own backend")
+                    .clone();
+                (w.ticket, rows, w.renorm)
+            })
+            .collect()
     };
-    let coefficients = solve(&tickets, &values).ok_or(undecodable)?;
+    let tickets = |c: &[(u64, RowSparseGradient<B>, Option<Renorm>)]| -> Vec<u64> {
+        c.iter().map(|c| c.0).collect()
+    };
+    let mut candidates_found = candidates(true);
+    let coefficients = match solve(&tickets(&candidates_found), &values) {
+        Some(coefficients) => coefficients,
+        None => {
+            candidates_found = candidates(false);
+            solve(&tickets(&candidates_found), &values).ok_or(Undecodable {
+                num_embeddings,
+                dim,
+                candidates: candidates_found.len(),
+            })?
+        }
+    };
+    let candidates = candidates_found;
     let mut presented = Presented {
         tickets: Vec::new(),
         rows: None,
@@ -347,8 +364,8 @@ pub(crate) fn settle(presented: &[u64], weight_node: u64) {
     list.retain(|w| w.missed < MISSED_LIMIT);
 }
 
-/// Reads the gradient `grad` of a `[num_embeddings, dim]` weight: `None` when it is dense (not a
-/// marker), else the rows its marker names.
+/// Reads the gradient `grad` of a `[num_embeddings, dim]` weight whose tensor has node
+/// `weight_node`: `None` when it is dense (not a marker), else the rows its marker names.
 ///
 /// # Panics
 /// When the marker names rows that were dropped (see [`Undecodable`]).
@@ -356,13 +373,14 @@ pub(crate) fn read_marker<B: Backend>(
     grad: &Tensor<B, 2>,
     num_embeddings: usize,
     dim: usize,
+    weight_node: u64,
     device: &B::Device,
 ) -> Option<Presented<B>> {
     if grad.dims() != marker_shape(num_embeddings, dim) || !can_carry(num_embeddings, dim) {
         return None;
     }
     Some(
-        decode(grad.clone(), num_embeddings, dim, device)
+        decode(grad.clone(), num_embeddings, dim, weight_node, device)
             .unwrap_or_else(|err| panic!("burn-embedding: {err}")),
     )
 }

@@ -33,14 +33,12 @@ pub fn sparse_grad_remove<B: SparseGradients>(
 ) -> Option<RowSparseGradient<B::InnerBackend>> {
     let grad = weight.grad_remove(grads)?;
     let [num_embeddings, dim] = weight.dims();
-    let Some(presented) = read_marker(&grad, num_embeddings, dim, &weight.device()) else {
+    let node = B::weight_node(&weight.clone().into_primitive().tensor());
+    let Some(presented) = read_marker(&grad, num_embeddings, dim, node, &weight.device()) else {
         weight.grad_replace(grads, grad);
         return None;
     };
-    settle(
-        &presented.tickets,
-        B::weight_node(&weight.clone().into_primitive().tensor()),
-    );
+    settle(&presented.tickets, node);
     presented.rows
 }
 
@@ -53,5 +51,6 @@ pub fn sparse_grad<B: SparseGradients>(
 ) -> Option<RowSparseGradient<B::InnerBackend>> {
     let grad = weight.grad(grads)?;
     let [num_embeddings, dim] = weight.dims();
-    read_marker(&grad, num_embeddings, dim, &weight.device())?.rows
+    let node = B::weight_node(&weight.clone().into_primitive().tensor());
+    read_marker(&grad, num_embeddings, dim, node, &weight.device())?.rows
 }

@@ -179,6 +179,7 @@ impl<B: SparseGradients, G: Markers<B::InnerBackend>> ModuleVisitor<B> for FindR
         }
         let weight = param.val();
         let device = weight.device();
+        let weight_node = B::weight_node(&weight.into_primitive().tensor());
         let mut presented = Presented {
             tickets: Vec::new(),
             rows: None,
@@ -187,7 +188,7 @@ impl<B: SparseGradients, G: Markers<B::InnerBackend>> ModuleVisitor<B> for FindR
         // One marker per device that computed gradients: each names the tickets made there.
         for marker in markers {
             let [v, d] = shape;
-            let more = carrier::read_marker(&marker, v, d, &device).expect("a marker");
+            let more = carrier::read_marker(&marker, v, d, weight_node, &device).expect("a marker");
             presented.tickets.extend(more.tickets);
             presented.renorms.extend(more.renorms);
             presented.rows = match (presented.rows.take(), more.rows) {
@@ -195,7 +196,6 @@ impl<B: SparseGradients, G: Markers<B::InnerBackend>> ModuleVisitor<B> for FindR
                 (a, b) => a.or(b),
             };
         }
-        let weight_node = B::weight_node(&weight.into_primitive().tensor());
         self.found.insert(
             param.id,
             Found {
