@@ -10,7 +10,7 @@ use burn::backend::Autodiff;
 use burn_embedding::vectors::{VectorFormat, write_vectors};
 use burn_embedding::{EmbeddingBackend, SparseGradients};
 use clap::{Parser, ValueEnum};
-use word2vec::corpus::{self, Vocab};
+use word2vec::corpus::{self, TokenStream, Vocab};
 use word2vec::eval;
 use word2vec::train::{
     Word2VecConfig, epoch_losses, nearest, normalized_vectors, save, topic_agreement, train,
@@ -88,27 +88,42 @@ where
     B: SparseGradients,
     B::InnerBackend: EmbeddingBackend,
 {
-    let (sentences, generated) = match &args.corpus {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .unwrap_or_else(|e| panic!("cannot read the corpus {}: {e}", path.display()));
-            (corpus::tokenize(&text), false)
-        }
-        None => (corpus::generated(20, 50, 20_000, 7), true),
-    };
     let config = args.config();
-    let vocab = Vocab::build(&sentences, config.min_count);
-    assert!(
-        vocab.len() > 1,
-        "the corpus has fewer than two words seen {} times",
-        config.min_count
-    );
-    let ids = vocab.encode(&sentences);
+    // A corpus file is read a line at a time, twice (the vocabulary, then the ids): memory is
+    // the vocabulary and 4 bytes a token.
+    let read = match &args.corpus {
+        Some(path) => Vocab::read(path, config.min_count).and_then(|vocab| {
+            let stream = TokenStream::read(path, &vocab)?;
+            Ok((vocab, stream))
+        }),
+        None => {
+            let sentences = corpus::generated(20, 50, 20_000, 7);
+            let vocab = Vocab::build(&sentences, config.min_count);
+            let stream = TokenStream::encode(&vocab, &sentences);
+            Ok((vocab, stream))
+        }
+    };
+    let (vocab, stream) = read.unwrap_or_else(|e| {
+        let path = args.corpus.as_ref().map(|p| p.display().to_string());
+        eprintln!(
+            "word2vec: cannot read the corpus {}: {e}",
+            path.unwrap_or_default()
+        );
+        std::process::exit(1);
+    });
+    let generated = args.corpus.is_none();
+    if vocab.len() < 2 {
+        eprintln!(
+            "word2vec: the corpus has fewer than two words seen {} times",
+            config.min_count
+        );
+        std::process::exit(1);
+    }
     let started = std::time::Instant::now();
     let training_dir = args.out.join("training");
     // Start afresh: the Learner would otherwise append to an earlier run's logs.
     std::fs::remove_dir_all(&training_dir).ok();
-    let model = train::<B>(&config, &vocab, &ids, &training_dir, None, device);
+    let model = train::<B>(&config, &vocab, stream, &training_dir, None, device);
     println!("trained in {:.1} s", started.elapsed().as_secs_f64());
     let valid = epoch_losses(&training_dir, "valid");
     for (epoch, train) in epoch_losses(&training_dir, "train").iter().enumerate() {

@@ -1,10 +1,10 @@
 //! Training with burn-train's Learner, and what the example reports afterwards.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use burn::config::Config;
 use burn::data::dataloader::DataLoaderBuilder;
-use burn::data::dataset::InMemDataset;
 use burn::module::Module;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::Backend;
@@ -13,8 +13,8 @@ use burn::train::{Learner, SupervisedTraining};
 use burn_embedding::SparseGradients;
 use burn_embedding::optim::LazyAdamConfig;
 
-use crate::corpus::{Vocab, topic_of};
-use crate::data::{SkipGramBatcher, pairs};
+use crate::corpus::{TokenStream, Vocab, topic_of};
+use crate::data::{Centers, SkipGramBatcher, SkipGrams};
 use crate::model::Word2Vec;
 
 /// Hyper-parameters of a run (saved beside the model).
@@ -35,7 +35,7 @@ pub struct Word2VecConfig {
     /// Subsampling threshold of frequent words.
     #[config(default = 1e-3)]
     pub sample: f64,
-    /// Pairs per step.
+    /// Pairs per step, on average (centers are batched, as many as give this many pairs).
     #[config(default = 1024)]
     pub batch_size: usize,
     /// Passes over the pairs.
@@ -55,12 +55,12 @@ pub struct Word2VecConfig {
     pub shuffle: bool,
 }
 
-/// Trains on `sentences` (ids of `vocab`) with the Learner, checkpoints in `dir`, and returns
-/// the trained model.
+/// Trains on `stream` (ids of `vocab`) with the Learner, checkpoints in `dir`, and returns the
+/// trained model. One center in 50 is held out for the validation loss.
 pub fn train<B>(
     config: &Word2VecConfig,
     vocab: &Vocab,
-    sentences: &[Vec<usize>],
+    stream: TokenStream,
     dir: &Path,
     resume_from_epoch: Option<usize>,
     device: &B::Device,
@@ -69,31 +69,31 @@ where
     B: SparseGradients,
     B::InnerBackend: burn_embedding::EmbeddingBackend,
 {
+    const HELD_OUT: usize = 50;
     B::seed(device, config.seed);
-    let mut all = pairs(sentences, vocab, config.window, config.sample, config.seed);
-    // Hold out 1 pair in 50 for the validation loss.
-    let valid: Vec<_> = all.iter().copied().step_by(50).collect();
-    let mut i = 0;
-    all.retain(|_| {
-        i += 1;
-        (i - 1) % 50 != 0
-    });
+    let tokens = stream.len();
+    let pairs = Arc::new(SkipGrams::new(
+        stream,
+        vocab,
+        config.window,
+        config.sample,
+        config.seed,
+    ));
     println!(
-        "{} words, {} training pairs, {} held out",
-        vocab.len(),
-        all.len(),
-        valid.len()
+        "{} words, {tokens} tokens, one center in {HELD_OUT} held out",
+        vocab.len()
     );
-
-    let batcher = SkipGramBatcher::new(vocab, config.negatives);
-    let mut train_loader = DataLoaderBuilder::new(batcher.clone()).batch_size(config.batch_size);
+    // Batches of centers that give `batch_size` pairs on average.
+    let centers = ((config.batch_size as f64 / pairs.mean_pairs(100_000)).round() as usize).max(1);
+    let batcher = SkipGramBatcher::new(pairs, vocab, config.negatives);
+    let mut train_loader = DataLoaderBuilder::new(batcher.clone()).batch_size(centers);
     if config.shuffle {
         train_loader = train_loader.shuffle(config.seed);
     }
-    let train_loader = train_loader.build(InMemDataset::new(all));
+    let train_loader = train_loader.build(Centers::train(tokens, HELD_OUT));
     let valid_loader = DataLoaderBuilder::new(batcher)
-        .batch_size(config.batch_size)
-        .build(InMemDataset::new(valid));
+        .batch_size(centers)
+        .build(Centers::valid(tokens, HELD_OUT));
 
     let model = Word2Vec::<B>::new(vocab.len(), config.dim, config.seed, device);
     let optim = LazyAdamConfig::new().init();

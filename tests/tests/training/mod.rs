@@ -247,7 +247,7 @@ fn tiny_run(dir: &Path, epochs: usize, resume: Option<usize>, accumulation: usiz
     let model = train::<Ad>(
         &config,
         &vocab,
-        &vocab.encode(&sentences),
+        word2vec::corpus::TokenStream::encode(&vocab, &sentences),
         dir,
         resume,
         &Default::default(),
