@@ -10,5 +10,6 @@ pub mod golden;
 pub mod optimizer_cases;
 pub mod patterns;
 pub mod property;
+pub mod python;
 pub mod report;
 pub mod vector_files;

@@ -12,6 +12,7 @@ use burn_embedding::vectors::{
 use burn_embedding::{Embedding, EmbeddingBackend, EmbeddingOptions};
 
 use crate::golden::{GoldenTensor, load_cases};
+use crate::python;
 use crate::report::Report;
 
 fn dir() -> PathBuf {
@@ -241,12 +242,6 @@ fn cosine(values: &[f32], d: usize, a: usize, b: usize) -> f64 {
 /// Runs the venv's python (`BURN_EMBEDDING_PYTHON`, which `cargo xtask test` sets); without it
 /// the check says so and does nothing.
 pub fn gensim_reads_ours<B: EmbeddingBackend>(label: &str, device: &B::Device) {
-    let Some(python) = std::env::var_os("BURN_EMBEDDING_PYTHON") else {
-        println!(
-            "gensim-{label}: not run (BURN_EMBEDDING_PYTHON is unset; `cargo xtask test` sets it)"
-        );
-        return;
-    };
     let (count, dim) = (30, 8);
     let words: Vec<String> = (0..count).map(|i| format!("word{i}")).collect();
     let data: Vec<f32> = (0..count * dim)
@@ -272,18 +267,10 @@ print(json.dumps({"words": list(kv.index_to_key), "vectors": kv.vectors.ravel().
         } else {
             "text"
         };
-        let output = std::process::Command::new(&python)
-            .args(["-c", script])
-            .arg(&path)
-            .arg(binary)
-            .output()
-            .expect("the venv's python runs");
-        assert!(
-            output.status.success(),
-            "gensim could not read {name}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let theirs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+        let args = [path.as_os_str(), std::ffi::OsStr::new(binary)];
+        let Some(theirs) = python::run_json(&format!("gensim-{label}"), script, args) else {
+            return;
+        };
         let their_words: Vec<String> = serde_json::from_value(theirs["words"].clone()).unwrap();
         assert_eq!(their_words, words, "{name}: gensim's words");
         let their_vectors: Vec<f32> = serde_json::from_value(theirs["vectors"].clone()).unwrap();

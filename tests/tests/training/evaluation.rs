@@ -10,6 +10,8 @@ use word2vec::corpus::Vocab;
 use word2vec::eval;
 use word2vec::train::normalized_vectors;
 
+use burn_embedding_conformance::python;
+
 use super::B;
 
 const SCRIPT: &str = r#"
@@ -29,12 +31,6 @@ print(json.dumps({
 
 #[test]
 fn evaluation_matches_gensim() {
-    let Some(python) = std::env::var_os("BURN_EMBEDDING_PYTHON") else {
-        println!(
-            "evaluation: not run (BURN_EMBEDDING_PYTHON is unset; `cargo xtask test` sets it)"
-        );
-        return;
-    };
     // Words of both files, most frequent first, and random vectors.
     let words: Vec<&str> = [
         "tiger", "cat", "love", "sex", "book", "paper", "computer", "keyboard", "king", "queen",
@@ -62,17 +58,9 @@ fn evaluation_matches_gensim() {
     let path = std::env::temp_dir().join(format!("burn-embedding-eval-{}.txt", std::process::id()));
     write_vectors(&path, VectorFormat::Word2VecText, &vocab.words, &emb).unwrap();
 
-    let output = std::process::Command::new(python)
-        .args(["-c", SCRIPT])
-        .arg(&path)
-        .output()
-        .expect("the venv's python runs");
-    assert!(
-        output.status.success(),
-        "gensim failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let theirs: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let Some(theirs) = python::run_json("evaluation", SCRIPT, [&path]) else {
+        return;
+    };
 
     let model = word2vec::model::Word2Vec {
         input: emb.clone(),

@@ -131,6 +131,7 @@ where
                 .map_or(Some(None), |p| f32_values(p).map(Some))
         {
             let d = w.shape()[1];
+            let rows = w.shape()[0];
             let starts = bags.starts();
             let mut out = output_buffer(num_bags * d);
             // Each task reduces whole bags into its own output rows, tokens in position order.
@@ -140,14 +141,14 @@ where
                     let mut count = 0u32;
                     for t in starts[bag]..starts[bag + 1] {
                         if let Some(&ahead) = ids.get(t + PREFETCH_DISTANCE) {
-                            prefetch_row(table, ahead, d);
+                            prefetch_row(table, ahead, d, rows);
                         }
                         let id = ids[t];
                         if Some(id as usize) == options.padding_idx {
                             continue;
                         }
                         count += 1;
-                        let src = &table[row_start(id, d, table.len() / d)..][..d];
+                        let src = &table[row_start(id, d, rows)..][..d];
                         match &psw {
                             Some(psw) => {
                                 dst.iter_mut().zip(src).for_each(|(o, &x)| *o += x * psw[t])
@@ -241,15 +242,15 @@ pub(crate) fn tensor_from(array: SharedArray<f32>) -> NdArrayTensor {
 /// caches and the TLB, and fetching ahead overlaps those misses (as FBGEMM's kernels do).
 const PREFETCH_DISTANCE: usize = 8;
 
-/// Hints the CPU to bring row `id` of `table` (`[V, d]`) into the cache. Only in-range rows:
-/// the address is computed, never wrapped.
+/// Hints the CPU to bring row `id` of `table` (`[rows, d]`) into the cache. Only in-range
+/// rows: the address is computed, never wrapped.
 #[inline(always)]
-fn prefetch_row(table: &[f32], id: i64, d: usize) {
+fn prefetch_row(table: &[f32], id: i64, d: usize, rows: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
         if let Ok(id) = usize::try_from(id)
-            && id < table.len() / d.max(1)
+            && id < rows
         {
             let start = id * d;
             // One hint per 64-byte line of the row.
@@ -262,7 +263,7 @@ fn prefetch_row(table: &[f32], id: i64, d: usize) {
         }
     }
     #[cfg(not(target_arch = "x86_64"))]
-    let _ = (table, id, d);
+    let _ = (table, id, d, rows);
 }
 
 /// Where row `id` of a `[rows, d]` table starts. An index outside `0..rows` (which only
@@ -346,6 +347,7 @@ impl<'a> TokenRows<'a> {
 /// `[..index_shape, d]`.
 fn gather(table: &[f32], d: usize, ids: &[i64], index_shape: Shape) -> NdArrayTensor {
     let len = ids.len() * d;
+    let rows = table.len() / d.max(1);
     // Every value is written below, so the buffer is not zeroed first (a 2 MB memset was a
     // fifth of a 4096 x 128 lookup).
     let mut out: Vec<f32> = Vec::with_capacity(len);
@@ -354,9 +356,9 @@ fn gather(table: &[f32], d: usize, ids: &[i64], index_shape: Shape) -> NdArrayTe
     let copy = |(chunk, ids): (&mut [MaybeUninit<f32>], &[i64])| {
         for (i, (dst, &id)) in chunk.chunks_exact_mut(d).zip(ids).enumerate() {
             if let Some(&ahead) = ids.get(i + PREFETCH_DISTANCE) {
-                prefetch_row(table, ahead, d);
+                prefetch_row(table, ahead, d, rows);
             }
-            let src = &table[row_start(id, d, table.len() / d)..][..d];
+            let src = &table[row_start(id, d, rows)..][..d];
             // SAFETY: `dst` and `src` are both `d` values long and do not overlap (one is the
             // fresh output, the other the table).
             unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast(), d) };
