@@ -293,6 +293,57 @@ def vectors_cases(out_dir):
         }
 
 
+def write_safetensors(path, tensors):
+    """The safetensors format by hand (8-byte header length, JSON header, raw little-endian
+    data), so that the venv needs no other package."""
+    names = {torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16"}
+    header, blobs, offset = {}, [], 0
+    for name, tensor in tensors.items():
+        raw = tensor.contiguous().view(torch.uint8).numpy().tobytes()
+        header[name] = {"dtype": names[tensor.dtype], "shape": list(tensor.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(path, "wb") as f:
+        f.write(len(text).to_bytes(8, "little"))
+        f.write(text)
+        for raw in blobs:
+            f.write(raw)
+
+
+def checkpoint_cases(out_dir):
+    """State_dicts of an nn.Embedding and an nn.EmbeddingBag under model keys, as torch.save and
+    as safetensors, with the float32 values each tensor holds: in float32 (`tables`, also loaded
+    as a whole model), and in bfloat16 and float16 (`tables_half`)."""
+    out = os.path.join(out_dir, "checkpoint")
+    os.makedirs(out, exist_ok=True)
+    g = torch.Generator().manual_seed(40)
+    for name, dtypes in [("tables", (torch.float32, torch.float32)),
+                         ("tables_half", (torch.bfloat16, torch.float16))]:
+        model = torch.nn.ModuleDict({
+            "encoder": torch.nn.Embedding(7, 3, padding_idx=0),
+            "pooled": torch.nn.EmbeddingBag(5, 4, mode="sum"),
+        })
+        with torch.no_grad():
+            model["encoder"].weight.copy_(torch.randn(7, 3, generator=g))
+            model["pooled"].weight.copy_(torch.randn(5, 4, generator=g))
+        model["encoder"].to(dtypes[0])
+        model["pooled"].to(dtypes[1])
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        files = {"pytorch": name + ".pt", "safetensors": name + ".safetensors"}
+        torch.save(state, os.path.join(out, files["pytorch"]))
+        write_safetensors(os.path.join(out, files["safetensors"]), state)
+        yield {
+            "format": "embedding-golden/1", "kind": "checkpoint", "name": name,
+            "source": f"torch {torch.__version__} torch.save of a state_dict, safetensors by hand (xtask/golden.py)",
+            "files": files, "whole_model": dtypes == (torch.float32, torch.float32),
+            "tensors": {k: t(v.float()) for k, v in state.items()},
+            "dtypes": {k: str(v.dtype) for k, v in state.items()},
+        }
+
+
 def write(out_dir, capability, cases):
     out = os.path.join(out_dir, capability)
     os.makedirs(out, exist_ok=True)
@@ -311,6 +362,7 @@ def main():
     write(out_dir, "optimizer", optimizer_cases())
     write(out_dir, "bag", bag_cases())
     write(out_dir, "vectors", vectors_cases(out_dir))
+    write(out_dir, "checkpoint", checkpoint_cases(out_dir))
 
 
 if __name__ == "__main__":

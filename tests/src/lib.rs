@@ -4,6 +4,7 @@
 //! ndarray, wgpu and tch (cargo features of the same names).
 
 pub mod bag_cases;
+pub mod checkpoints;
 pub mod determinism;
 pub mod embedding_cases;
 pub mod golden;

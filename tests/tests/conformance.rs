@@ -13,8 +13,8 @@ macro_rules! backend_suite {
     ($label:literal, $backend:ty, $device:expr, $tol:expr, $random:literal, $determinism:expr) => {
         use burn_embedding_conformance::report::Tol;
         use burn_embedding_conformance::{
-            bag_cases, determinism, embedding_cases, optimizer_cases, patterns, property,
-            vector_files,
+            bag_cases, checkpoints, determinism, embedding_cases, optimizer_cases, patterns,
+            property, vector_files,
         };
 
         type Backend = $backend;
@@ -65,6 +65,12 @@ macro_rules! backend_suite {
             vector_files::malformed_files::<Backend>(&device);
             vector_files::gensim_files::<Backend>($label, &device);
             vector_files::gensim_reads_ours::<Backend>($label, &device);
+        }
+
+        /// PyTorch checkpoints (`.pt`, safetensors, float32 and bfloat16).
+        #[test]
+        fn golden_checkpoint() {
+            checkpoints::run::<Backend>($label, &$device);
         }
 
         /// Random lookups with every option against a plain-loop reference.

@@ -19,6 +19,8 @@
 //!   backward, with row-sparse gradients.
 //! - [`vectors`]: word vectors in and out in the word2vec text and binary formats and GloVe's
 //!   (gensim, fastText, GloVe files), streaming, with typed errors naming the line or byte.
+//! - [`checkpoint`]: a table from a PyTorch `.pt` state_dict or a safetensors file (through
+//!   burn-store), half precision included.
 //! - [`RowSparseGradient`]: with `sparse: true`, the backward yields the sorted unique touched
 //!   rows and their summed gradients, and never creates a `[V, D]` tensor;
 //!   [`sparse_grad_remove`] takes it after `backward()` (how it travels: below).
@@ -104,6 +106,7 @@ mod sparse;
 mod util;
 
 pub mod backend;
+pub mod checkpoint;
 pub mod functional;
 pub mod optim;
 pub mod vectors;
