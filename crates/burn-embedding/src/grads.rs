@@ -45,6 +45,21 @@ pub fn sparse_grad_remove<B: SparseGradients>(
 /// The row-sparse gradient of `weight` in `grads`, read without taking it: what
 /// [`sparse_grad_remove`] would return. `weight.grad(&grads)` of a sparse weight returns its
 /// marker (a small tensor that only this crate can read), since burn keeps one tensor per weight.
+///
+/// ```
+/// use burn::backend::{Autodiff, NdArray};
+/// use burn::tensor::{Int, Tensor};
+/// use burn_embedding::{EmbeddingConfig, sparse_grad};
+///
+/// type B = Autodiff<NdArray>;
+/// let device = Default::default();
+/// let emb = EmbeddingConfig::new(10, 4).with_sparse(true).init::<B>(&device);
+/// let out: Tensor<B, 2> = emb.forward(Tensor::<B, 1, Int>::from_ints([7, 2], &device));
+/// let grads = out.sum().backward();
+/// assert_eq!(sparse_grad(&emb.weight.val(), &grads).unwrap().ids_vec(), vec![2, 7]);
+/// // Still there for the optimizer step.
+/// assert!(sparse_grad(&emb.weight.val(), &grads).is_some());
+/// ```
 pub fn sparse_grad<B: SparseGradients>(
     weight: &Tensor<B, 2>,
     grads: &B::Gradients,

@@ -216,7 +216,17 @@ fn evaluate(args: &Args, vocab: &Vocab, vectors: &[f32], d: usize) -> Result<(),
 }
 
 fn main() {
-    let args = Args::parse();
+    // A bad value is one line naming it (`--help` and `--version` print in full).
+    let args = Args::try_parse().unwrap_or_else(|err| {
+        if err.use_stderr() {
+            eprintln!(
+                "word2vec: {}",
+                err.to_string().lines().next().unwrap_or_default()
+            );
+            std::process::exit(2);
+        }
+        err.exit()
+    });
     match args.backend {
         #[cfg(feature = "ndarray")]
         Backend::Ndarray => run::<Autodiff<burn::backend::NdArray>>(&args, &Default::default()),

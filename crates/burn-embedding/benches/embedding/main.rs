@@ -102,7 +102,17 @@ struct Cli {
 }
 
 fn parse_args() -> Args {
-    let cli = Cli::parse();
+    // A bad value is one line naming it (`--help` prints in full).
+    let cli = Cli::try_parse().unwrap_or_else(|err| {
+        if err.use_stderr() {
+            eprintln!(
+                "bench: {}",
+                err.to_string().lines().next().unwrap_or_default()
+            );
+            std::process::exit(2);
+        }
+        err.exit()
+    });
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut args = Args {
         vocabs: cli.vocabs,
