@@ -122,6 +122,31 @@ def cases():
                      "padding_idx_out_of_range")
 
 
+class RowwiseAdagrad(torch.optim.Optimizer):
+    """FBGEMM's EXACT_ROWWISE_ADAGRAD on a sparse gradient, from its formula: one accumulator
+    per row; with g = grad + weight_decay * w[row] (L2), sum[row] += mean(g^2) and
+    w[row] -= lr * g / (sqrt(sum[row]) + eps)."""
+
+    def __init__(self, params, lr, eps=1e-8, weight_decay=0.0):
+        super().__init__(params, dict(lr=lr, eps=eps, weight_decay=weight_decay))
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                grad = p.grad.coalesce()
+                ids, g = grad.indices()[0], grad.values()
+                state = self.state[p]
+                if "sum" not in state:
+                    state["sum"] = torch.zeros(p.shape[0], dtype=p.dtype)
+                if group["weight_decay"] != 0:
+                    g = g + group["weight_decay"] * p[ids]
+                state["sum"][ids] += (g * g).mean(dim=1)
+                p[ids] -= group["lr"] * g / (state["sum"][ids].sqrt() + group["eps"]).unsqueeze(1)
+
+
 def optimizer_case(name, V, D, optimizer, steps, padding_idx=None, scale_grad_by_freq=False,
                    seed=0, max_norm=None, norm_type=2.0):
     """nn.Embedding(sparse=True) trained for len(steps) steps; steps are index lists. With
@@ -136,7 +161,8 @@ def optimizer_case(name, V, D, optimizer, steps, padding_idx=None, scale_grad_by
     weight = emb.weight.detach().clone()
     params = {k: v for k, v in optimizer.items() if k != "name"}
     opt = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad,
-           "sparse_adam": torch.optim.SparseAdam}[optimizer["name"]](emb.parameters(), **params)
+           "sparse_adam": torch.optim.SparseAdam,
+           "rowwise_adagrad": RowwiseAdagrad}[optimizer["name"]](emb.parameters(), **params)
     out_steps = []
     for indices in steps:
         indices = torch.tensor(indices)
@@ -181,6 +207,16 @@ def optimizer_cases():
                          max_norm=1.5, norm_type=1.0, seed=9)
     yield optimizer_case("own_sparse_adam_max_norm_inf", 20, 3, {"name": "sparse_adam", "lr": 0.05},
                          steps, max_norm=0.9, norm_type=float("inf"), seed=10)
+    # Row-wise Adagrad (FBGEMM's EXACT_ROWWISE_ADAGRAD) has no PyTorch optimizer: these cases
+    # apply its formula (RowwiseAdagrad above) to PyTorch's sparse gradients.
+    yield optimizer_case("own_rowwise_adagrad", 20, 3, {"name": "rowwise_adagrad", "lr": 0.2},
+                         steps + [[1, 1], [19]], seed=11)
+    yield optimizer_case("own_rowwise_adagrad_decay_padding", 20, 5,
+                         {"name": "rowwise_adagrad", "lr": 0.1, "eps": 1e-4, "weight_decay": 0.3},
+                         steps, padding_idx=4, seed=12)
+    yield optimizer_case("own_rowwise_adagrad_decay_max_norm", 20, 3,
+                         {"name": "rowwise_adagrad", "lr": 0.3, "weight_decay": 0.2},
+                         steps, max_norm=1.0, seed=13)
 
 
 def bag_case(name, V, D, indices, offsets=None, mode="mean", padding_idx=None, max_norm=None,

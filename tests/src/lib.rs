@@ -7,6 +7,7 @@ pub mod bag_cases;
 pub mod checkpoints;
 pub mod determinism;
 pub mod embedding_cases;
+pub mod fused;
 pub mod golden;
 pub mod optimizer_cases;
 pub mod patterns;

@@ -6,7 +6,9 @@ use burn::module::AutodiffModule;
 use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::{Int, Tensor, TensorData};
 use burn_embedding::optim::SparseUpdate;
-use burn_embedding::optim::{LazyAdamConfig, SparseAdagradConfig, SparseSgdConfig};
+use burn_embedding::optim::{
+    LazyAdamConfig, RowwiseAdagradConfig, SparseAdagradConfig, SparseSgdConfig,
+};
 use burn_embedding::{Embedding, EmbeddingBackend};
 use serde_json::Value;
 
@@ -83,6 +85,13 @@ fn run_case<B: EmbeddingBackend + SparseUpdate>(
                 .with_lr_decay(get("lr_decay", 0.0))
                 .with_initial_accumulator_value(get("initial_accumulator_value", 0.0))
                 .with_eps(get("eps", 1e-10))
+                .init::<Ad<B>, Embedding<Ad<B>>>();
+            train::<B, _>(case, device, optim, lr, tol)
+        }
+        Some("rowwise_adagrad") => {
+            let optim = RowwiseAdagradConfig::new()
+                .with_eps(get("eps", 1e-8))
+                .with_weight_decay(get("weight_decay", 0.0))
                 .init::<Ad<B>, Embedding<Ad<B>>>();
             train::<B, _>(case, device, optim, lr, tol)
         }

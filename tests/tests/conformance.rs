@@ -13,7 +13,7 @@ macro_rules! backend_suite {
     ($label:literal, $backend:ty, $device:expr, $tol:expr, $random:literal, $determinism:expr) => {
         use burn_embedding_conformance::report::Tol;
         use burn_embedding_conformance::{
-            bag_cases, checkpoints, determinism, embedding_cases, optimizer_cases, patterns,
+            bag_cases, checkpoints, determinism, embedding_cases, fused, optimizer_cases, patterns,
             property, vector_files,
         };
 
@@ -54,6 +54,16 @@ macro_rules! backend_suite {
             patterns::skipped_step::<Backend>(&device);
             patterns::accumulation::<Backend>(&device);
             patterns::forward_mut_with_accumulation::<Backend>(&device);
+        }
+
+        /// The optimizer fused into the backward equals the unfused one; records, learning
+        /// rates, accumulation and freezing.
+        #[test]
+        fn fused_optimizer() {
+            let device = $device;
+            fused::matches_unfused::<Backend>($label, &device);
+            fused::record_and_learning_rate::<Backend>(&device);
+            fused::accumulation_and_freezing::<Backend>(&device);
         }
 
         /// Word-vector files: round trips, malformed files, gensim's files and gensim reading

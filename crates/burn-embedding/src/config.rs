@@ -79,8 +79,11 @@ impl EmbeddingConfig {
         let shape = [self.num_embeddings, self.embedding_dim];
         let mut weight: Tensor<B, 2> = self.initializer.init(shape, device).val();
         if let Some(p) = options.padding_idx {
-            // PyTorch zeroes the padding row at init (and only then).
-            weight = weight.slice_fill([p..p + 1, 0..self.embedding_dim], 0.0);
+            // PyTorch zeroes the padding row at init (and only then). Detached: on an autodiff
+            // backend the fill makes the weight a non-leaf, which no parameter can be.
+            weight = weight
+                .slice_fill([p..p + 1, 0..self.embedding_dim], 0.0)
+                .detach();
         }
         Ok(Embedding::new(Param::from_tensor(weight), options))
     }
@@ -97,6 +100,27 @@ mod tests {
     use burn::backend::NdArray;
 
     type B = NdArray;
+
+    /// On an autodiff backend the padding row is zeroed and the weight stays a trainable leaf.
+    #[test]
+    fn padding_on_autodiff_gives_a_trainable_leaf() {
+        type Ad = burn::backend::Autodiff<B>;
+        let device = Default::default();
+        let emb = EmbeddingConfig::new(5, 2)
+            .with_padding_idx(Some(1))
+            .init::<Ad>(&device);
+        let out: Tensor<Ad, 2> = emb.forward(burn::tensor::Tensor::from_ints([1, 2], &device));
+        let grads = out.sum().backward();
+        assert_eq!(emb.weight.grad(&grads).unwrap().dims(), [5, 2]);
+        let row: Vec<f32> = emb
+            .weight
+            .val()
+            .slice([1..2, 0..2])
+            .into_data()
+            .to_vec()
+            .unwrap();
+        assert_eq!(row, vec![0.0, 0.0]);
+    }
 
     #[test]
     fn defaults_match_pytorch() {

@@ -85,4 +85,13 @@ pub enum EmbeddingError {
         /// The option.
         option: String,
     },
+    /// The output gradient given to [`backward_with`](crate::backward_with) does not have the
+    /// output's shape.
+    #[error("the output gradient has shape {grad:?}, expected the output's shape {output:?}")]
+    GradShape {
+        /// The output's shape.
+        output: Vec<usize>,
+        /// The gradient's shape.
+        grad: Vec<usize>,
+    },
 }

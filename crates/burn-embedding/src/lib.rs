@@ -21,6 +21,14 @@
 //!   (gensim, fastText, GloVe files), streaming, with typed errors naming the line or byte.
 //! - [`checkpoint`]: a table from a PyTorch `.pt` state_dict or a safetensors file (through
 //!   burn-store), half precision included.
+//! - [`FusedEmbedding`] (`embedding.fused(rule, lr)`): the optimizer fused into the backward, as
+//!   FBGEMM's table-batched embeddings: each backward updates the touched rows in place with
+//!   SGD, Adagrad, row-wise Adagrad or lazy Adam; no rows wait and no optimizer step runs for
+//!   the table. Its rule state and learning rate are part of its record.
+//! - [`optim`]: sparse-aware burn optimizers for burn-train's `Learner`, among them FBGEMM's
+//!   exact row-wise Adagrad ([`optim::RowwiseAdagradConfig`], state `[V, 1]`).
+//! - [`backward_with`]: a backward pass started from a given output gradient (PyTorch's
+//!   `out.backward(grad)`), without the graph of a `(out * grad).sum()`.
 //! - [`RowSparseGradient`]: with `sparse: true`, the backward yields the sorted unique touched
 //!   rows and their summed gradients, and never creates a `[V, D]` tensor;
 //!   [`sparse_grad_remove`] takes it after `backward()` (how it travels: below).
@@ -101,13 +109,16 @@ mod embedding;
 mod error;
 mod grads;
 mod options;
+mod probe;
 mod rank;
+mod seeded;
 mod sparse;
 mod util;
 
 pub mod backend;
 pub mod checkpoint;
 pub mod functional;
+pub mod fused;
 pub mod optim;
 pub mod vectors;
 
@@ -120,8 +131,12 @@ pub use config::EmbeddingConfig;
 pub use embedding::Embedding;
 pub use error::EmbeddingError;
 pub use functional::{embedding, try_embedding};
+pub use fused::FusedEmbedding;
 pub use grads::{sparse_grad, sparse_grad_remove};
 pub use optim::SparseGradients;
 pub use options::{EmbeddingOptions, NormType, normalize_padding_idx};
 pub use rank::{IndexRank, LookupRank};
+pub use seeded::{
+    SeededBackward, backward_with, backward_with_all, try_backward_with, try_backward_with_all,
+};
 pub use sparse::RowSparseGradient;

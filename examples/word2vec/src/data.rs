@@ -165,15 +165,15 @@ impl Dataset<u32> for Centers {
     }
 }
 
-/// A batch: centers `[B]`, contexts `[B]` and negatives `[B, K]`.
+/// A batch: centers `[B]` and targets `[B, 1 + K]`, each center's context word then `K`
+/// negatives.
 #[derive(Debug, Clone)]
 pub struct SkipGramBatch<B: Backend> {
     /// Center words.
     pub centers: Tensor<B, 1, Int>,
-    /// Context words.
-    pub contexts: Tensor<B, 1, Int>,
-    /// Words drawn from the unigram distribution to the 3/4 power.
-    pub negatives: Tensor<B, 2, Int>,
+    /// The context word (column 0), then words drawn from the unigram distribution to the 3/4
+    /// power.
+    pub targets: Tensor<B, 2, Int>,
 }
 
 /// Expands center positions into their pairs and draws `negatives` negative samples per pair.
@@ -238,14 +238,17 @@ impl<B: Backend> Batcher<B, u32, SkipGramBatch<B>> for SkipGramBatcher {
         let mut rng = SplitMix64(seed);
         let n = items.len();
         let centers: Vec<i64> = items.iter().map(|p| p.0 as i64).collect();
-        let contexts: Vec<i64> = items.iter().map(|p| p.1 as i64).collect();
-        let negatives: Vec<i64> = (0..n * self.negatives)
-            .map(|_| self.table[rng.below(self.table.len() as u64) as usize] as i64)
-            .collect();
+        let k = self.negatives;
+        let mut targets = Vec::with_capacity(n * (1 + k));
+        for &(_, context) in &items {
+            targets.push(context as i64);
+            targets.extend(
+                (0..k).map(|_| self.table[rng.below(self.table.len() as u64) as usize] as i64),
+            );
+        }
         SkipGramBatch {
             centers: Tensor::from_data(TensorData::new(centers, [n]), device),
-            contexts: Tensor::from_data(TensorData::new(contexts, [n]), device),
-            negatives: Tensor::from_data(TensorData::new(negatives, [n, self.negatives]), device),
+            targets: Tensor::from_data(TensorData::new(targets, [n, 1 + k]), device),
         }
     }
 }

@@ -7,8 +7,9 @@
 use std::path::{Path, PathBuf};
 
 use burn::backend::Autodiff;
+use burn_embedding::optim::SparseUpdate;
 use burn_embedding::vectors::{VectorFormat, write_vectors};
-use burn_embedding::{EmbeddingBackend, SparseGradients};
+use burn_embedding::{EmbeddingBackend, SeededBackward, SparseGradients};
 use clap::{Parser, ValueEnum};
 use word2vec::corpus::{self, TokenStream, Vocab};
 use word2vec::eval;
@@ -48,9 +49,22 @@ struct Args {
     /// Pairs per step.
     #[arg(long, default_value_t = 1024)]
     batch_size: usize,
-    /// Batches whose gradients add up before one optimizer step.
+    /// Batches whose gradients add up before one optimizer step (more than one needs
+    /// `--unfused`).
     #[arg(long, default_value_t = 1)]
     grads_accumulation: usize,
+    /// Lazy Adam's learning rate.
+    #[arg(long, default_value_t = Word2VecConfig::new().lr)]
+    lr: f64,
+    /// Training threads: batches trained at once on forks of the model, whose fused tables
+    /// take each batch's update as soon as its backward ends (asynchronous, as gensim's
+    /// workers; `1` makes a run reproducible bit for bit).
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Step the tables with the Learner's sparse-aware lazy Adam instead of fusing it into their
+    /// backward.
+    #[arg(long)]
+    unfused: bool,
     /// Word-pair similarities to score (tab-separated `word1 word2 score` lines, as
     /// WordSim-353 or SimLex-999): Spearman correlation and the share of pairs out of
     /// vocabulary.
@@ -69,6 +83,9 @@ impl Args {
             .with_dim(self.dim)
             .with_batch_size(self.batch_size)
             .with_grads_accumulation(self.grads_accumulation)
+            .with_lr(self.lr)
+            .with_fused(!self.unfused)
+            .with_workers(self.workers)
     }
 }
 
@@ -85,7 +102,7 @@ fn write_vocab(vocab: &Vocab, path: &Path) -> std::io::Result<()> {
 
 fn run<B>(args: &Args, device: &B::Device)
 where
-    B: SparseGradients,
+    B: SparseGradients + SeededBackward + SparseUpdate,
     B::InnerBackend: EmbeddingBackend,
 {
     let config = args.config();
@@ -140,8 +157,13 @@ where
                 ("vectors.txt", VectorFormat::Word2VecText),
                 ("vectors.bin", VectorFormat::Word2VecBinary),
             ] {
-                write_vectors(args.out.join(name), format, &vocab.words, &model.input)
-                    .map_err(|e| e.to_string())?;
+                write_vectors(
+                    args.out.join(name),
+                    format,
+                    &vocab.words,
+                    &model.input.embedding(),
+                )
+                .map_err(|e| e.to_string())?;
             }
             Ok(())
         });
@@ -227,6 +249,14 @@ fn main() {
         }
         err.exit()
     });
+    if args.grads_accumulation > 1 && !args.unfused {
+        eprintln!(
+            "word2vec: --grads-accumulation {} needs --unfused: a fused table applies each \
+             batch's update in its backward",
+            args.grads_accumulation
+        );
+        std::process::exit(2);
+    }
     match args.backend {
         #[cfg(feature = "ndarray")]
         Backend::Ndarray => run::<Autodiff<burn::backend::NdArray>>(&args, &Default::default()),

@@ -1,12 +1,17 @@
-//! The skip-gram model: two sparse embeddings and the negative-sampling loss.
+//! The skip-gram model: two sparse embeddings (or two with lazy Adam fused into their backward)
+//! and the negative-sampling loss, whose gradient is computed directly.
 
 use burn::module::Module;
-use burn::tensor::activation::log_sigmoid;
+use burn::tensor::activation::{log_sigmoid, sigmoid};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData, Transaction};
+use burn::tensor::{Int, Tensor, TensorData, Transaction};
 use burn::train::metric::{Adaptor, ItemLazy, LossInput};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
-use burn_embedding::{Embedding, EmbeddingBackend, EmbeddingOptions};
+use burn_embedding::optim::{SparseRule, SparseUpdate};
+use burn_embedding::{
+    Embedding, EmbeddingBackend, EmbeddingOptions, FusedEmbedding, IndexRank, LookupRank,
+    SeededBackward, backward_with_all,
+};
 
 use crate::corpus::SplitMix64;
 
@@ -17,12 +22,56 @@ use crate::data::SkipGramBatch;
 #[derive(Module, Debug)]
 pub struct Word2Vec<B: Backend> {
     /// The word vectors (what the example keeps).
-    pub input: Embedding<B>,
+    pub input: Table<B>,
     /// The context vectors.
-    pub output: Embedding<B>,
+    pub output: Table<B>,
 }
 
-impl<B: EmbeddingBackend> Word2Vec<B> {
+/// A table of the model: sparse (stepped by the Learner's sparse-aware optimizer, which can
+/// accumulate gradients), or with the optimizer fused into its backward.
+#[derive(Module, Debug)]
+pub enum Table<B: Backend> {
+    /// Row-sparse gradients, stepped by the Learner's optimizer.
+    Sparse(Embedding<B>),
+    /// Updated by its own backward.
+    Fused(FusedEmbedding<B>),
+}
+
+impl<B: EmbeddingBackend + SparseUpdate> Table<B> {
+    /// The lookup, `[..] -> [.., D]`.
+    pub fn forward<const DI: usize, const DO: usize>(
+        &self,
+        ids: Tensor<B, DI, Int>,
+    ) -> Tensor<B, DO>
+    where
+        IndexRank<DI>: LookupRank<DO>,
+    {
+        match self {
+            Table::Sparse(table) => table.forward(ids),
+            Table::Fused(table) => table.forward(ids),
+        }
+    }
+}
+
+impl<B: EmbeddingBackend> Table<B> {
+    /// The table as an [`Embedding`] (a fused one's values now).
+    pub fn embedding(&self) -> Embedding<B> {
+        match self {
+            Table::Sparse(table) => table.clone(),
+            Table::Fused(table) => table.to_embedding(),
+        }
+    }
+
+    /// The weight, `[V, D]`.
+    pub fn weight(&self) -> Tensor<B, 2> {
+        match self {
+            Table::Sparse(table) => table.weight.val(),
+            Table::Fused(table) => table.weight(),
+        }
+    }
+}
+
+impl<B: EmbeddingBackend + SparseUpdate> Word2Vec<B> {
     /// Both tables sparse; the input one uniform in `±0.5 / dim`, the output one zero, as
     /// word2vec does. The input table is drawn on the host from `seed`, so that every backend
     /// starts from the same weights.
@@ -35,7 +84,9 @@ impl<B: EmbeddingBackend> Word2Vec<B> {
         let options = EmbeddingOptions::new().with_sparse(true);
         let table = |values: Vec<f32>| {
             let weight = Tensor::from_data(TensorData::new(values, [vocab, dim]), device);
-            Embedding::from_pretrained(weight, false, options).expect("a [vocab, dim] table")
+            Table::Sparse(
+                Embedding::from_pretrained(weight, false, options).expect("a [vocab, dim] table"),
+            )
         };
         Self {
             input: table(values),
@@ -43,20 +94,57 @@ impl<B: EmbeddingBackend> Word2Vec<B> {
         }
     }
 
+    /// The model with `rule` at `lr` fused into the backward of both tables.
+    pub fn fused(self, rule: SparseRule, lr: f64) -> Self {
+        let fuse = |table: Table<B>| match table {
+            Table::Sparse(table) => Table::Fused(table.fused(rule, lr)),
+            fused => fused,
+        };
+        Self {
+            input: fuse(self.input),
+            output: fuse(self.output),
+        }
+    }
+
+    /// The center vectors `[n, 1, d]` and the target vectors `[n, 1 + K, d]` of a batch (the
+    /// context's output vector, then the negatives').
+    fn vectors(&self, batch: SkipGramBatch<B>) -> (Tensor<B, 3>, Tensor<B, 3>) {
+        let u = self.input.forward(batch.centers.unsqueeze_dim::<2>(1));
+        let t = self.output.forward(batch.targets);
+        (u, t)
+    }
+
     /// The mean negative-sampling loss of a batch, `[1]`.
     pub fn loss(&self, batch: SkipGramBatch<B>) -> Tensor<B, 1> {
-        let [n, k] = batch.negatives.dims();
-        let u: Tensor<B, 2> = self.input.forward(batch.centers); // [n, d]
-        let v: Tensor<B, 2> = self.output.forward(batch.contexts); // [n, d]
-        let negatives: Tensor<B, 3> = self.output.forward(batch.negatives); // [n, k, d]
-        let positive = (u.clone() * v).sum_dim(1).reshape([n]);
-        let negative = (negatives * u.unsqueeze_dim::<3>(1))
-            .sum_dim(2)
-            .reshape([n, k]);
-        let loss =
-            log_sigmoid(positive).neg() - log_sigmoid(negative.neg()).sum_dim(1).reshape([n]);
-        loss.mean()
+        let (u, t) = self.vectors(batch);
+        loss_and_grad(scores(&u, &t)).0
     }
+}
+
+/// Each center's vector against each of its targets', `[n, 1 + K]`.
+fn scores<B: Backend>(u: &Tensor<B, 3>, t: &Tensor<B, 3>) -> Tensor<B, 2> {
+    let [n, targets, _] = t.dims();
+    (t.clone() * u.clone()).sum_dim(2).reshape([n, targets])
+}
+
+/// `[1, targets]`: 1 for the context column, -1 for the negatives.
+fn signs<B: Backend>(targets: usize, device: &B::Device) -> Tensor<B, 2> {
+    let values: Vec<f32> = (0..targets)
+        .map(|j| if j == 0 { 1.0 } else { -1.0 })
+        .collect();
+    Tensor::from_data(TensorData::new(values, [1, targets]), device)
+}
+
+/// The loss of `scores` `[n, 1 + K]` and its gradient with respect to them, computed directly:
+/// `L = -sum(log σ(sign * s)) / n`, `dL/ds = -sign * σ(-sign * s) / n`. The backward then starts
+/// at the scores (a seeded backward), so no autodiff graph is built for the loss.
+fn loss_and_grad<B: Backend>(scores: Tensor<B, 2>) -> (Tensor<B, 1>, Tensor<B, 2>) {
+    let [n, targets] = scores.dims();
+    let signs = signs::<B>(targets, &scores.device());
+    let signed = scores * signs.clone();
+    let loss = log_sigmoid(signed.clone()).neg().sum().div_scalar(n as f32);
+    let grad = sigmoid(signed.neg()) * signs.neg().div_scalar(n as f32);
+    (loss, grad)
 }
 
 /// What a step reports: the loss.
@@ -87,17 +175,36 @@ impl<B: Backend> Adaptor<LossInput<B>> for Word2VecOutput<B> {
     }
 }
 
-impl<B: AutodiffBackend + EmbeddingBackend> TrainStep for Word2Vec<B> {
+impl<B> TrainStep for Word2Vec<B>
+where
+    B: AutodiffBackend + SeededBackward + EmbeddingBackend + SparseUpdate,
+{
     type Input = SkipGramBatch<B>;
     type Output = Word2VecOutput<B>;
 
+    /// The loss and its gradients are computed on the inner backend in closed form: with `g`
+    /// the gradient of the scores, the center vectors get `sum_j g[i, j] * t[i, j]` and the
+    /// targets `g[i, j] * u[i]`, handed to the lookups by one seeded backward. The autodiff graph
+    /// is the two lookups.
     fn step(&self, batch: SkipGramBatch<B>) -> TrainOutput<Word2VecOutput<B>> {
-        let loss = self.loss(batch);
-        TrainOutput::new(self, loss.backward(), Word2VecOutput { loss })
+        let (u, t) = self.vectors(batch);
+        let (u_in, t_in) = (u.clone().inner(), t.clone().inner());
+        let (loss, grad) = loss_and_grad(scores(&u_in, &t_in));
+        let grad = grad.unsqueeze_dim::<3>(2); // [n, 1 + K, 1]
+        let grad_u = (t_in * grad.clone()).sum_dim(1); // [n, 1, d]
+        let grad_t = u_in * grad; // [n, 1 + K, d]
+        let grads = backward_with_all([(u, grad_u), (t, grad_t)]);
+        TrainOutput::new(
+            self,
+            grads,
+            Word2VecOutput {
+                loss: Tensor::from_inner(loss),
+            },
+        )
     }
 }
 
-impl<B: EmbeddingBackend> InferenceStep for Word2Vec<B> {
+impl<B: EmbeddingBackend + SparseUpdate> InferenceStep for Word2Vec<B> {
     type Input = SkipGramBatch<B>;
     type Output = Word2VecOutput<B>;
 

@@ -6,12 +6,14 @@ use std::sync::Arc;
 use burn::config::Config;
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::module::Module;
+use burn::optim::AdamConfig;
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::Backend;
 use burn::train::metric::LossMetric;
-use burn::train::{Learner, SupervisedTraining};
-use burn_embedding::SparseGradients;
+use burn::train::{ExecutionStrategy, Learner, MultiDeviceOptim, SupervisedTraining};
 use burn_embedding::optim::LazyAdamConfig;
+use burn_embedding::optim::SparseUpdate;
+use burn_embedding::{EmbeddingBackend, SeededBackward, SparseGradients};
 
 use crate::corpus::{TokenStream, Vocab, topic_of};
 use crate::data::{Centers, SkipGramBatcher, SkipGrams};
@@ -44,9 +46,20 @@ pub struct Word2VecConfig {
     /// Lazy Adam's learning rate.
     #[config(default = 3e-3)]
     pub lr: f64,
-    /// Batches whose gradients add up before one optimizer step.
+    /// Batches whose gradients add up before one optimizer step (more than one needs
+    /// `fused: false`).
     #[config(default = 1)]
     pub grads_accumulation: usize,
+    /// Lazy Adam fused into the tables' backward (no optimizer step for them), instead of the
+    /// Learner's sparse-aware lazy Adam.
+    #[config(default = true)]
+    pub fused: bool,
+    /// Training threads: batches run on this many forks of the model at once (the Learner's
+    /// multi-device strategy on the one device). With fused tables the forks share the tables,
+    /// and each batch's update lands as soon as its backward ends (asynchronous, as word2vec's
+    /// and gensim's worker threads); unfused, the forks' rows are summed into one step.
+    #[config(default = 1)]
+    pub workers: usize,
     /// Seed of the pairs, negatives and shuffling.
     #[config(default = 42)]
     pub seed: u64,
@@ -66,8 +79,8 @@ pub fn train<B>(
     device: &B::Device,
 ) -> Word2Vec<B::InnerBackend>
 where
-    B: SparseGradients,
-    B::InnerBackend: burn_embedding::EmbeddingBackend,
+    B: SparseGradients + SeededBackward + SparseUpdate,
+    B::InnerBackend: EmbeddingBackend,
 {
     const HELD_OUT: usize = 50;
     B::seed(device, config.seed);
@@ -86,7 +99,11 @@ where
     // Batches of centers that give `batch_size` pairs on average.
     let centers = ((config.batch_size as f64 / pairs.mean_pairs(100_000)).round() as usize).max(1);
     let batcher = SkipGramBatcher::new(pairs, vocab, config.negatives);
-    let mut train_loader = DataLoaderBuilder::new(batcher.clone()).batch_size(centers);
+    // One worker makes the next batches while the main thread trains (the batches are seeded
+    // by their centers, so the run does not depend on the threads).
+    let mut train_loader = DataLoaderBuilder::new(batcher.clone())
+        .batch_size(centers)
+        .num_workers(1);
     if config.shuffle {
         train_loader = train_loader.shuffle(config.seed);
     }
@@ -95,20 +112,51 @@ where
         .batch_size(centers)
         .build(Centers::valid(tokens, HELD_OUT));
 
+    assert!(
+        !config.fused || config.grads_accumulation == 1,
+        "gradient accumulation ({} batches) needs unfused tables: a fused table applies each \
+         batch's update in its backward",
+        config.grads_accumulation
+    );
     let model = Word2Vec::<B>::new(vocab.len(), config.dim, config.seed, device);
-    let optim = LazyAdamConfig::new().init();
-    let mut training = SupervisedTraining::new(dir, train_loader, valid_loader)
-        .metrics((LossMetric::new(),))
-        // Full precision, so that resuming from a checkpoint continues exactly.
-        .with_file_checkpointer(NamedMpkFileRecorder::<FullPrecisionSettings>::new())
-        .num_epochs(config.epochs)
-        .grads_accumulation(config.grads_accumulation)
-        .summary();
-    if let Some(epoch) = resume_from_epoch {
-        training = training.checkpoint(epoch);
+    let lazy_adam = LazyAdamConfig::new();
+    // The Learner's type depends on its optimizer's, hence a macro rather than a function.
+    macro_rules! launch {
+        ($model:expr, $optim:expr) => {{
+            let mut training = SupervisedTraining::new(dir, train_loader, valid_loader)
+                .metrics((LossMetric::new(),))
+                // Full precision, so that resuming from a checkpoint continues exactly.
+                .with_file_checkpointer(NamedMpkFileRecorder::<FullPrecisionSettings>::new())
+                .num_epochs(config.epochs)
+                .grads_accumulation(config.grads_accumulation)
+                .summary();
+            if config.workers > 1 {
+                // The forks run on the one device, each on its own thread.
+                let devices = vec![device.clone(); config.workers];
+                training = training.with_training_strategy(
+                    ExecutionStrategy::MultiDevice(devices, MultiDeviceOptim::OptimMainDevice)
+                        .into(),
+                );
+            }
+            if let Some(epoch) = resume_from_epoch {
+                training = training.checkpoint(epoch);
+            }
+            training
+                .launch(Learner::new($model, $optim, config.lr))
+                .model
+        }};
     }
-    let result = training.launch(Learner::new(model, optim, config.lr));
-    result.model
+    if config.fused {
+        // The tables update themselves; the Learner's optimizer sees only their probes, whose
+        // gradients the workers' forks sum (burn's Adam steps them, and their value is never
+        // read). Gradient accumulation was refused above.
+        launch!(
+            model.fused(lazy_adam.rule(), config.lr),
+            AdamConfig::new().init()
+        )
+    } else {
+        launch!(model, lazy_adam.init())
+    }
 }
 
 /// The mean loss of each epoch of `split` (`"train"` or `"valid"`), read from the Learner's
@@ -150,8 +198,8 @@ pub fn save<B: Backend>(model: &Word2Vec<B>, config: &Word2VecConfig, dir: &Path
 }
 
 /// The unit-length input vectors, row-major `[V, D]`.
-pub fn normalized_vectors<B: Backend>(model: &Word2Vec<B>) -> (Vec<f32>, usize) {
-    let weight = model.input.weight.val();
+pub fn normalized_vectors<B: EmbeddingBackend>(model: &Word2Vec<B>) -> (Vec<f32>, usize) {
+    let weight = model.input.weight();
     let [_, d] = weight.dims();
     let mut w = weight.into_data().to_vec::<f32>().expect("f32 weights");
     for row in w.chunks_mut(d) {

@@ -1,5 +1,5 @@
 //! burn-train's Learner on every backend: the main job's model (two sparse tables, lazy Adam)
-//! on a small generated corpus, with gradient accumulation. The loss falls, and the
+//! on a small generated corpus, unfused with gradient accumulation and fused. The loss falls, and the
 //! trained tables equal NdArray's within 1e-5 (measured: 1-2e-6 on wgpu and on tch; the backends'
 //! reductions round differently, and lazy Adam divides by the root of the second moment).
 
@@ -11,8 +11,13 @@ use burn_embedding::optim::SparseUpdate;
 use word2vec::corpus::{self, Vocab};
 use word2vec::train::{Word2VecConfig, epoch_losses, train};
 
-/// The two trained tables and the training loss of each epoch.
-fn run<B: EmbeddingBackend + SparseUpdate>(name: &str, device: &B::Device) -> (Vec<f32>, Vec<f64>) {
+/// The two trained tables and the training loss of each epoch: unfused with gradient
+/// accumulation, or with lazy Adam fused into the backward.
+fn run<B: EmbeddingBackend + SparseUpdate>(
+    name: &str,
+    fused: bool,
+    device: &B::Device,
+) -> (Vec<f32>, Vec<f64>) {
     let dir: PathBuf = std::env::temp_dir().join(format!(
         "burn-embedding-learner-{name}-{}",
         std::process::id()
@@ -26,7 +31,8 @@ fn run<B: EmbeddingBackend + SparseUpdate>(name: &str, device: &B::Device) -> (V
         .with_epochs(3)
         .with_lr(0.01)
         .with_shuffle(false)
-        .with_grads_accumulation(2);
+        .with_grads_accumulation(if fused { 1 } else { 2 })
+        .with_fused(fused);
     let model = train::<Autodiff<B>>(
         &config,
         &vocab,
@@ -35,33 +41,37 @@ fn run<B: EmbeddingBackend + SparseUpdate>(name: &str, device: &B::Device) -> (V
         None,
         device,
     );
-    let mut weights: Vec<f32> = model.input.weight.val().into_data().to_vec().unwrap();
-    weights.extend(
-        model
-            .output
-            .weight
-            .val()
-            .into_data()
-            .to_vec::<f32>()
-            .unwrap(),
-    );
+    let mut weights: Vec<f32> = model.input.weight().into_data().to_vec().unwrap();
+    weights.extend(model.output.weight().into_data().to_vec::<f32>().unwrap());
     (weights, epoch_losses(&dir, "train"))
 }
 
-/// Trains on `B` and on NdArray, and compares.
+/// Trains on `B` and on NdArray, unfused and fused, and compares.
 pub fn matches_ndarray<B: EmbeddingBackend + SparseUpdate>(name: &str, device: &B::Device) {
-    let (reference, _) = run::<NdArray>(&format!("{name}-reference"), &Default::default());
-    let (weights, losses) = run::<B>(name, device);
-    assert_eq!(losses.len(), 3, "{name}: three epochs logged");
-    assert!(losses[2] < losses[0], "{name}: the loss fell: {losses:?}");
-    let worst = weights
-        .iter()
-        .zip(&reference)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
-    assert!(
-        worst <= 2e-3,
-        "{name}: the tables differ from NdArray's by {worst}"
-    );
-    println!("learner-{name}: loss {losses:?}, largest difference from NdArray {worst:e}");
+    for fused in [false, true] {
+        let what = if fused { "fused" } else { "unfused" };
+        let (reference, _) = run::<NdArray>(
+            &format!("{name}-{what}-reference"),
+            fused,
+            &Default::default(),
+        );
+        let (weights, losses) = run::<B>(&format!("{name}-{what}"), fused, device);
+        assert_eq!(losses.len(), 3, "{name} ({what}): three epochs logged");
+        assert!(
+            losses[2] < losses[0],
+            "{name} ({what}): the loss fell: {losses:?}"
+        );
+        let worst = weights
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst <= 2e-3,
+            "{name} ({what}): the tables differ from NdArray's by {worst}"
+        );
+        println!(
+            "learner-{name} ({what}): loss {losses:?}, largest difference from NdArray {worst:e}"
+        );
+    }
 }

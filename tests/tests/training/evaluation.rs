@@ -8,6 +8,7 @@ use burn_embedding::vectors::{VectorFormat, write_vectors};
 use burn_embedding::{Embedding, EmbeddingOptions};
 use word2vec::corpus::Vocab;
 use word2vec::eval;
+use word2vec::model::Table;
 use word2vec::train::normalized_vectors;
 
 use burn_embedding_conformance::python;
@@ -63,8 +64,8 @@ fn evaluation_matches_gensim() {
     };
 
     let model = word2vec::model::Word2Vec {
-        input: emb.clone(),
-        output: emb,
+        input: Table::Sparse(emb.clone()),
+        output: Table::Sparse(emb),
     };
     let (vectors, d) = normalized_vectors(&model);
     let wordsim = std::path::PathBuf::from(theirs["wordsim"].as_str().unwrap());

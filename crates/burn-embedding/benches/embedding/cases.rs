@@ -14,8 +14,10 @@ use burn::module::Param;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use burn_embedding::optim::SparseUpdate;
-use burn_embedding::optim::{LazyAdamConfig, SparseSgdConfig};
-use burn_embedding::{BagMode, Embedding, EmbeddingBackend, EmbeddingBag, EmbeddingOptions};
+use burn_embedding::optim::{LazyAdamConfig, RowwiseAdagradConfig, SparseSgdConfig};
+use burn_embedding::{
+    BagMode, Embedding, EmbeddingBackend, EmbeddingBag, EmbeddingOptions, backward_with,
+};
 
 use crate::record::Record;
 use crate::{BAG_SIZE, Workload};
@@ -87,11 +89,19 @@ impl<F: FnMut(Record)> Recorder<'_, F> {
         reset_peak_rss();
     }
 
-    /// Times `f` with the workload's steps (`dense`: an op over all V x D values).
+    /// Times `f` with the workload's steps (`dense`: an op over all V x D values), unless
+    /// `--ops` leaves `op` out.
     pub fn time(&mut self, op: &str, dense: bool, f: impl FnMut()) {
+        if !crate::selected(op) {
+            return;
+        }
+        // Ops over the touched rows take milliseconds: at least 50 repetitions after 10
+        // warm-up runs, so that a median is not a page fault's (a fresh output buffer maps its
+        // pages on the first runs).
         let (warmup, steps) = match dense {
             true if self.w.dense_steps() < self.w.steps => (1, self.w.dense_steps()),
-            _ => (3, self.w.steps),
+            true => (3, self.w.steps),
+            false => (10, self.w.steps.max(50)),
         };
         self.record(op, time(warmup, steps, f));
     }
@@ -106,6 +116,36 @@ struct Extras {
     sparse_steps: bool,
     /// `forward_backward_nondeterministic`: the dense backward with `deterministic` off.
     nondeterministic: bool,
+}
+
+/// The sparse-aware optimizer of a step op.
+#[derive(Clone, Copy)]
+enum Rule {
+    Sgd,
+    Adam,
+    RowwiseAdagrad,
+}
+
+/// An optimizer step of a lone embedding.
+type Step<B> = Box<dyn FnMut(Embedding<Autodiff<B>>, GradientsParams) -> Embedding<Autodiff<B>>>;
+
+impl Rule {
+    fn optimizer<B: EmbeddingBackend + SparseUpdate>(self) -> Step<B> {
+        match self {
+            Rule::Sgd => {
+                let mut optim = SparseSgdConfig::new().init();
+                Box::new(move |m, g| optim.step(0.01, m, g))
+            }
+            Rule::Adam => {
+                let mut optim = LazyAdamConfig::new().init();
+                Box::new(move |m, g| optim.step(0.01, m, g))
+            }
+            Rule::RowwiseAdagrad => {
+                let mut optim = RowwiseAdagradConfig::new().init();
+                Box::new(move |m, g| optim.step(0.01, m, g))
+            }
+        }
+    }
 }
 
 /// Ours and burn::nn on NdArray.
@@ -202,12 +242,22 @@ fn ours<B: EmbeddingBackend + SparseUpdate>(
         let _ = leaf.clone().sum().backward();
         sync();
     });
-    rec.time("forward_backward", true, || {
-        let out: Tensor<Ad<B>, 3> = tracked.forward(idx.clone());
-        let grads = out.sum().backward();
-        assert!(tracked.weight.grad(&grads).is_some());
-        sync();
-    });
+    // The output gradient of every backward below: a seeded backward hands it to the output
+    // as PyTorch's `out.backward(grad)` does; the `_sum` rows start from `out.sum()` instead,
+    // whose backward is burn's, not the layer's.
+    let seed = Tensor::<B, 3>::random([1, n, d], Distribution::Normal(0.0, 1.0), &device);
+    let backward = |out: Tensor<Ad<B>, 3>, summed: bool| match summed {
+        true => out.sum().backward(),
+        false => backward_with(out, seed.clone()),
+    };
+    for (op, summed) in [("forward_backward", false), ("forward_backward_sum", true)] {
+        rec.time(op, true, || {
+            let out: Tensor<Ad<B>, 3> = tracked.forward(idx.clone());
+            let grads = backward(out, summed);
+            assert!(tracked.weight.grad(&grads).is_some());
+            sync();
+        });
+    }
     drop(tracked);
     if extras.nondeterministic {
         let options = EmbeddingOptions::new().with_deterministic(false);
@@ -215,64 +265,100 @@ fn ours<B: EmbeddingBackend + SparseUpdate>(
             Embedding::<Ad<B>>::from_pretrained(weight_ad.clone(), false, options).unwrap();
         rec.time("forward_backward_nondeterministic", true, || {
             let out: Tensor<Ad<B>, 3> = tracked.forward(idx.clone());
-            let grads = out.sum().backward();
+            let grads = backward(out, false);
             assert!(tracked.weight.grad(&grads).is_some());
             sync();
         });
     }
     let sparse = EmbeddingOptions::new().with_sparse(true);
     let tracked = Embedding::<Ad<B>>::from_pretrained(weight_ad.clone(), false, sparse).unwrap();
-    rec.time("forward_backward_sparse", false, || {
-        let out: Tensor<Ad<B>, 3> = tracked.forward(idx.clone());
-        let mut grads = out.sum().backward();
-        let rows = tracked.sparse_grad_remove(&mut grads).expect("rows");
-        assert_eq!(rows.values.dims()[1], d);
-        sync();
-    });
+    for (op, summed) in [
+        ("forward_backward_sparse", false),
+        ("forward_backward_sparse_sum", true),
+    ] {
+        rec.time(op, false, || {
+            let out: Tensor<Ad<B>, 3> = tracked.forward(idx.clone());
+            let mut grads = backward(out, summed);
+            let rows = tracked.sparse_grad_remove(&mut grads).expect("rows");
+            assert_eq!(rows.values.dims()[1], d);
+            sync();
+        });
+    }
     drop(tracked);
 
-    // Training steps: forward + sum().backward() + an optimizer step. The weight is copied
-    // once per op so that updates can work in place, as in a real training loop.
+    // Training steps: forward + backward + an optimizer step. The weight is copied once per op
+    // so that updates can work in place, as in a real training loop.
     let fresh = || Tensor::<Ad<B>, 2>::from_inner(weight.clone().add_scalar(0.0));
     let step =
         |model: Embedding<Ad<B>>,
+         summed: bool,
          optim: &mut dyn FnMut(Embedding<Ad<B>>, GradientsParams) -> Embedding<Ad<B>>| {
             let out: Tensor<Ad<B>, 3> = model.forward(idx.clone());
-            let grads = GradientsParams::from_grads(out.sum().backward(), &model);
+            let grads = GradientsParams::from_grads(backward(out, summed), &model);
             let model = optim(model, grads);
             sync();
             model
         };
     let dense = EmbeddingOptions::new();
-    let step_ops = [
-        ("step_sgd", "step_adam", dense, extras.dense_steps),
-        (
-            "step_sparse_sgd",
-            "step_sparse_adam",
-            sparse,
-            extras.sparse_steps,
-        ),
-    ];
-    for (sgd_op, adam_op, options, _) in step_ops.into_iter().filter(|op| op.3) {
+    let mut steps: Vec<(&str, EmbeddingOptions, bool, Rule)> = Vec::new();
+    if extras.dense_steps {
+        steps.extend([
+            ("step_sgd", dense, false, Rule::Sgd),
+            ("step_adam", dense, false, Rule::Adam),
+        ]);
+    }
+    if extras.sparse_steps {
+        steps.extend([
+            ("step_sparse_sgd", sparse, false, Rule::Sgd),
+            ("step_sparse_sgd_sum", sparse, true, Rule::Sgd),
+            ("step_sparse_adam", sparse, false, Rule::Adam),
+            ("step_sparse_adam_sum", sparse, true, Rule::Adam),
+            ("step_rowwise_adagrad", sparse, false, Rule::RowwiseAdagrad),
+        ]);
+    }
+    for (op, options, summed, optim) in steps {
         let mut emb = Some(Embedding::from_pretrained(fresh(), false, options).unwrap());
-        let mut optim = SparseSgdConfig::new().init();
-        rec.time(sgd_op, !options.sparse, || {
+        let mut optim = optim.optimizer::<B>();
+        rec.time(op, !options.sparse, || {
             let model = emb.take().unwrap();
-            emb = Some(step(model, &mut |m, g| optim.step(0.01, m, g)));
-        });
-        let mut emb = Some(Embedding::from_pretrained(fresh(), false, options).unwrap());
-        let mut optim = LazyAdamConfig::new().init();
-        rec.time(adam_op, !options.sparse, || {
-            let model = emb.take().unwrap();
-            emb = Some(step(model, &mut |m, g| optim.step(0.01, m, g)));
+            emb = Some(step(model, summed, &mut optim));
         });
     }
     if extras.sparse_steps {
+        // The optimizer fused into the backward: forward + backward is the whole step.
+        let fused_ops = [
+            ("step_fused_sgd", SparseSgdConfig::new().rule()),
+            ("step_fused_lazy_adam", LazyAdamConfig::new().rule()),
+            (
+                "step_fused_rowwise_adagrad",
+                RowwiseAdagradConfig::new().rule(),
+            ),
+        ];
+        for (op, rule) in fused_ops {
+            let emb = Embedding::from_pretrained(fresh(), false, sparse)
+                .unwrap()
+                .fused(rule, 0.01);
+            rec.time(op, false, || {
+                let out: Tensor<Ad<B>, 3> = emb.forward(idx.clone());
+                let _ = backward_with(out, seed.clone());
+                sync();
+            });
+            let state = emb.state();
+            let floats: usize = [state.first, state.second]
+                .iter()
+                .flatten()
+                .map(|t| t.shape().num_elements())
+                .sum();
+            eprintln!(
+                "bench: {op} on {backend}: optimizer state of the [{v}, {d}] table: {:.1} MB",
+                (floats * size_of::<f32>()) as f64 / 1e6
+            );
+        }
         let mut emb = Embedding::from_pretrained(fresh(), false, sparse).unwrap();
-        let mut optim = LazyAdamConfig::new().init();
+        let mut optim = Rule::Adam.optimizer::<B>();
         rec.time("step_sparse_adam_on_clone", false, || {
             // burn-train's `self.model = self.model().optimize(..)`.
-            emb = step(emb.clone(), &mut |m, g| optim.step(0.01, m, g));
+            emb = step(emb.clone(), false, &mut optim);
         });
     }
 
@@ -324,7 +410,12 @@ fn burn_nn(w: &Workload, emit: &mut impl FnMut(Record)) {
     rec.time("forward_autodiff", false, || {
         let _ = tracked.forward(idx.clone());
     });
+    let seed = Tensor::<B, 3>::random([1, n, d], Distribution::Normal(0.0, 1.0), &device);
     rec.time("forward_backward", true, || {
+        let grads = backward_with(tracked.forward(idx.clone()), seed.clone());
+        assert!(tracked.weight.grad(&grads).is_some());
+    });
+    rec.time("forward_backward_sum", true, || {
         let grads = tracked.forward(idx.clone()).sum().backward();
         assert!(tracked.weight.grad(&grads).is_some());
     });
@@ -336,16 +427,16 @@ fn burn_nn(w: &Workload, emit: &mut impl FnMut(Record)) {
     let mut optim = SgdConfig::new().init();
     rec.time("step_sgd", true, || {
         let model = nn.take().unwrap();
-        let grads =
-            GradientsParams::from_grads(model.forward(idx.clone()).sum().backward(), &model);
+        let grads = backward_with(model.forward(idx.clone()), seed.clone());
+        let grads = GradientsParams::from_grads(grads, &model);
         nn = Some(optim.step(0.01, model, grads));
     });
     let mut nn = Some(fresh());
     let mut optim = AdamConfig::new().init();
     rec.time("step_adam", true, || {
         let model = nn.take().unwrap();
-        let grads =
-            GradientsParams::from_grads(model.forward(idx.clone()).sum().backward(), &model);
+        let grads = backward_with(model.forward(idx.clone()), seed.clone());
+        let grads = GradientsParams::from_grads(grads, &model);
         nn = Some(optim.step(0.01, model, grads));
     });
 }

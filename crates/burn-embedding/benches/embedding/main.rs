@@ -33,6 +33,15 @@ pub struct Args {
     pub out: PathBuf,
 }
 
+/// The ops `--ops` selected (all when empty).
+static OPS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+
+/// Whether `op` is measured in this run.
+pub fn selected(op: &str) -> bool {
+    OPS.get()
+        .is_none_or(|ops| ops.is_empty() || ops.iter().any(|o| o == op))
+}
+
 /// One point of the matrix.
 #[derive(Clone, Copy, Debug)]
 pub struct Workload {
@@ -96,6 +105,9 @@ struct Cli {
     /// The D = 128, 4096-token subset, 10 steps.
     #[arg(long)]
     quick: bool,
+    /// Only these ops (ours and burn::nn; PyTorch runs its own set) [default: all].
+    #[arg(long, value_delimiter = ',')]
+    ops: Vec<String>,
     /// Passed by `cargo bench`.
     #[arg(long, hide = true)]
     bench: bool,
@@ -113,6 +125,7 @@ fn parse_args() -> Args {
         }
         err.exit()
     });
+    OPS.set(cli.ops).expect("set once");
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let mut args = Args {
         vocabs: cli.vocabs,

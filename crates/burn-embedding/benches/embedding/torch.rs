@@ -6,7 +6,10 @@ use std::process::Command;
 use crate::record::Record;
 use crate::{Args, BAG_SIZE, Workload};
 
-const OPS: &str = "forward,forward_backward,forward_backward_sparse,step_sgd,step_adam,step_sparse_sgd,step_sparse_adam,bag_sum,bag_mean";
+const OPS: &str = "forward,forward_backward,forward_backward_sum,forward_backward_sparse,\
+                   forward_backward_sparse_sum,step_sgd,step_adam,step_sparse_sgd,\
+                   step_sparse_sgd_sum,step_sparse_adam,step_sparse_adam_sum,step_sparse_adagrad,\
+                   bag_sum,bag_mean";
 
 pub fn run(args: &Args, w: &Workload, emit: &mut impl FnMut(Record)) {
     let (Some(python), Some(script)) = (&args.python, &args.torch_script) else {

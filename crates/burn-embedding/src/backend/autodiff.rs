@@ -4,6 +4,8 @@
 //! (with `sparse: true` and a leaf weight) as rows waiting under a ticket whose marker stands in
 //! the weight's place in [`Gradients`] (see [`carrier`](crate::carrier)).
 
+use std::sync::Arc;
+
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
@@ -14,7 +16,7 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Tensor, TensorMetadata};
 
 use super::delivery::{deliver_token_grad, weight_node};
-use super::{BagBatch, EmbeddingBackend};
+use super::{BagBatch, EmbeddingBackend, RowSink};
 use crate::{EmbeddingOptions, RowSparseGradient};
 
 #[derive(Debug)]
@@ -60,6 +62,16 @@ impl<B: EmbeddingBackend, C: CheckpointStrategy> EmbeddingBackend for Autodiff<B
                 prep.finish(B::embedding_lookup(weight.primitive, indices, options))
             }
         }
+    }
+
+    fn embedding_lookup_fused(
+        weight: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        options: &EmbeddingOptions,
+        probe: FloatTensor<Self>,
+        sink: Arc<dyn RowSink<Self>>,
+    ) -> FloatTensor<Self> {
+        super::autodiff_fused::lookup::<B, C>(weight, indices, options, probe, sink)
     }
 
     fn embedding_bag_forward(

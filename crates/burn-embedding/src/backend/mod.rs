@@ -6,6 +6,8 @@
 //! backend with a faster route overrides a method in its own module. The implementation for
 //! [`Autodiff<B, C>`](burn::backend::Autodiff) (in `autodiff`) registers the custom backward op.
 
+use std::sync::Arc;
+
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
@@ -16,6 +18,7 @@ pub(crate) mod reference_bag;
 
 mod autodiff;
 mod autodiff_bag;
+mod autodiff_fused;
 mod bag_batch;
 #[cfg(any(feature = "ndarray", feature = "tch"))]
 pub(crate) mod cpu;
@@ -47,6 +50,24 @@ pub trait EmbeddingBackend: Backend {
         options: &EmbeddingOptions,
     ) -> FloatTensor<Self> {
         reference::forward::<Self>(weight, indices, options)
+    }
+
+    /// The lookup of a table whose optimizer runs inside the backward
+    /// ([`FusedEmbedding`](crate::fused::FusedEmbedding)): `[V, D], [..] -> [.., D]`.
+    ///
+    /// On an autodiff backend, when `probe` (a `[1]` tensor) is tracked, the backward computes
+    /// the row-sparse weight gradient, hands it to `sink` (which updates the table), and gives
+    /// `probe` the gradient 1: the weight itself gets no gradient. Elsewhere (and by default)
+    /// this is [`embedding_lookup`](Self::embedding_lookup).
+    fn embedding_lookup_fused(
+        weight: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        options: &EmbeddingOptions,
+        probe: FloatTensor<Self>,
+        sink: Arc<dyn RowSink<Self>>,
+    ) -> FloatTensor<Self> {
+        let _ = (probe, sink);
+        Self::embedding_lookup(weight, indices, options)
     }
 
     /// PyTorch's `embedding_renorm_`: the weight with every row referenced by `indices` whose
@@ -126,3 +147,10 @@ pub trait EmbeddingBackend: Backend {
 }
 
 pub use bag_batch::BagBatch;
+
+/// Where the backward of [`EmbeddingBackend::embedding_lookup_fused`] sends the weight's rows:
+/// the table of a [`FusedEmbedding`](crate::fused::FusedEmbedding), which applies its update.
+pub trait RowSink<B: Backend>: Send + Sync {
+    /// Applies the row-sparse gradient of one backward pass.
+    fn apply(&self, rows: RowSparseGradient<B>);
+}

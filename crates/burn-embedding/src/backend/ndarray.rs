@@ -289,7 +289,7 @@ fn f32_values(tensor: &NdArrayTensor) -> Option<Vec<f32>> {
 }
 
 /// The indices as `i64` on the host, when they are a contiguous i64 or i32 tensor.
-fn host_ids(indices: &NdArrayTensor) -> Option<Vec<i64>> {
+pub(crate) fn host_ids(indices: &NdArrayTensor) -> Option<Vec<i64>> {
     fn collect<T: Copy + Into<i64>>(view: ArrayView<'_, T, IxDyn>) -> Vec<i64> {
         match view.as_slice() {
             Some(s) => s.iter().map(|&i| i.into()).collect(),

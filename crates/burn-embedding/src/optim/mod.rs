@@ -9,6 +9,7 @@
 //! |---|---|---|
 //! | [`SparseSgdConfig`] | SGD (+ weight decay on touched rows) | burn's `Sgd` |
 //! | [`SparseAdagradConfig`] | PyTorch's sparse Adagrad | burn's `AdaGrad` |
+//! | [`RowwiseAdagradConfig`] | FBGEMM's exact row-wise Adagrad (state `[V, 1]`) | burn's `AdaGrad` |
 //! | [`LazyAdamConfig`] | lazy Adam (PyTorch's `SparseAdam`) | burn's `Adam` |
 //! | [`LazyAdamWConfig`] | lazy AdamW (decoupled decay on touched rows) | burn's `AdamW` |
 //!
@@ -44,7 +45,7 @@ use burn::optim::{
 };
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{Bool, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{Bool, ElementConversion, Tensor, TensorData, TensorPrimitive};
 use hashbrown::HashMap;
 
 pub use rule::SparseRule;
@@ -53,6 +54,7 @@ pub use update::SparseUpdate;
 
 use crate::backend::reference::renorm_rows;
 use crate::carrier::{self, Presented, Renorm};
+use crate::probe;
 use crate::{EmbeddingBackend, RowSparseGradient};
 
 /// Autodiff backends whose backward can give a weight a row-sparse gradient and whose inner
@@ -134,12 +136,18 @@ struct Found<B: Backend> {
 struct FindRows<'a, B: SparseGradients, G> {
     grads: &'a mut G,
     found: HashMap<ParamId, Found<B::InnerBackend>>,
+    /// Inside a fused embedding's probe (see [`FusedEmbedding`](crate::FusedEmbedding)).
+    in_probe: bool,
 }
 
 /// Gradients a step can be given: one `GradientsParams`, or one per device.
 trait Markers<B: Backend> {
     /// Removes and returns the markers of parameter `id` (`[V, D]`), leaving dense gradients.
     fn take_markers(&mut self, id: ParamId, shape: [usize; 2]) -> Vec<Tensor<B, 2>>;
+
+    /// Removes the gradient of a fused embedding's probe `id`, and returns the most backward
+    /// passes any one device summed into it.
+    fn take_probe(&mut self, id: ParamId) -> Option<f64>;
 }
 
 fn is_marker<B: Backend>(grad: &Tensor<B, 2>, [v, d]: [usize; 2]) -> bool {
@@ -156,6 +164,11 @@ impl<B: Backend> Markers<B> for GradientsParams {
             _ => Vec::new(),
         }
     }
+
+    fn take_probe(&mut self, id: ParamId) -> Option<f64> {
+        self.remove::<B, 1>(id)
+            .map(|count| count.into_scalar().elem::<f64>())
+    }
 }
 
 impl<B: Backend> Markers<B> for MultiGradientsParams {
@@ -165,10 +178,40 @@ impl<B: Backend> Markers<B> for MultiGradientsParams {
             .filter_map(|(grads, _)| grads.take_markers(id, shape).pop())
             .collect()
     }
+
+    fn take_probe(&mut self, id: ParamId) -> Option<f64> {
+        self.grads
+            .iter_mut()
+            .filter_map(|(grads, _)| Markers::<B>::take_probe(grads, id))
+            .reduce(f64::max)
+    }
 }
 
 impl<B: SparseGradients, G: Markers<B::InnerBackend>> ModuleVisitor<B> for FindRows<'_, B, G> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.in_probe = probe::is_probe(name, container_type);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.in_probe = false;
+    }
+
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        if self.in_probe && D == 1 {
+            if let Some(batches) = self.grads.take_probe(param.id) {
+                assert!(
+                    batches < 1.5,
+                    "the gradients of {batches} backward passes were summed for one step of a \
+                     model with a fused embedding (gradient accumulation, or the Learner's \
+                     devices summed on the main device): each backward pass has already applied \
+                     its update to the table, which cannot wait for the others. Set the Learner's \
+                     grads_accumulation to 1 (with several devices: MultiDeviceOptim::OptimSharded), \
+                     or train this table unfused (an Embedding with sparse: true and a \
+                     sparse-aware optimizer sums exactly)"
+                );
+            }
+            return;
+        }
         if D != 2 {
             return;
         }
@@ -213,6 +256,7 @@ fn find_rows<B: SparseGradients, M: AutodiffModule<B>, G: Markers<B::InnerBacken
     let mut visitor = FindRows::<B, G> {
         grads,
         found: HashMap::new(),
+        in_probe: false,
     };
     module.visit(&mut visitor);
     visitor.found
@@ -257,19 +301,7 @@ impl<B: SparseGradients> ModuleMapper<B> for ApplyRows<'_, B> {
         let weight = tensor.inner().into_primitive().tensor();
         let renorm = renorm_delta::<B::InnerBackend>(&weight, &rows, &renorms);
         let state = self.states.entry(id).or_default();
-        let mut delta =
-            B::InnerBackend::embedding_sparse_delta(&weight, rows, &self.rule, self.lr, state);
-        if let Some(renorm) = renorm {
-            // The renormalised rows replace the stored ones before the update; the rule's weight
-            // decay, which read the stored rows, applies to the change too.
-            let decay = match self.rule {
-                SparseRule::Sgd { weight_decay } | SparseRule::LazyAdam { weight_decay, .. } => {
-                    weight_decay
-                }
-                SparseRule::Adagrad { .. } => 0.0,
-            };
-            delta.values = delta.values + renorm.mul_scalar(1.0 - self.lr * decay);
-        }
+        let delta = rows_to_add(&self.rule, self.lr, &weight, rows, renorm, state);
         // burn 0.21 cannot give a lazy parameter an existing load/save mapper, only wrap it in
         // a new one, and wrapping it every step would nest the wrappers without end. Such a
         // parameter (rare: quantisation, precision changes) takes the rows at once.
@@ -350,6 +382,32 @@ fn renorm_delta<B: Backend>(
         };
     }
     Some(current - stored)
+}
+
+/// The rows to add to `weight` for one step of `rule` on the gradient `rows`, with `state`
+/// advanced; `renorm` (`renormalised - stored` for those rows, see [`renorm_delta`]) is written
+/// into the rows before the update: the update then reads the renormalised rows, as PyTorch's
+/// does after its forward renormalised the weight in place.
+pub(crate) fn rows_to_add<B: SparseUpdate>(
+    rule: &SparseRule,
+    lr: f64,
+    weight: &FloatTensor<B>,
+    mut rows: RowSparseGradient<B>,
+    renorm: Option<Tensor<B, 2>>,
+    state: &mut RowState<B>,
+) -> RowSparseGradient<B> {
+    let Some(renorm) = renorm else {
+        return B::embedding_sparse_delta(weight, rows, rule, lr, state);
+    };
+    // The rule reads the stored rows for an L2 penalty: `weight_decay * (w + r)` is what it
+    // should have read, so the gradient carries the `weight_decay * r` part.
+    let l2 = rule.l2_decay();
+    if l2 != 0.0 {
+        rows.values = rows.values + renorm.clone().mul_scalar(l2);
+    }
+    let mut delta = B::embedding_sparse_delta(weight, rows, rule, lr, state);
+    delta.values = delta.values + renorm.mul_scalar(rule.decoupled_keep(lr));
+    delta
 }
 
 /// The tracked parameter tensor of an updated weight.
@@ -433,12 +491,14 @@ impl SparseSgdConfig {
                     .then(|| WeightDecayConfig::new(self.weight_decay as f32)),
             )
             .init();
-        SparseOptimizer::new(
-            SparseRule::Sgd {
-                weight_decay: self.weight_decay,
-            },
-            dense,
-        )
+        SparseOptimizer::new(self.rule(), dense)
+    }
+
+    /// The rule of the sparse weights (also what a fused table takes).
+    pub fn rule(&self) -> SparseRule {
+        SparseRule::Sgd {
+            weight_decay: self.weight_decay,
+        }
     }
 }
 
@@ -465,14 +525,53 @@ impl SparseAdagradConfig {
             .with_lr_decay(self.lr_decay)
             .with_epsilon(self.eps as f32)
             .init();
-        SparseOptimizer::new(
-            SparseRule::Adagrad {
-                lr_decay: self.lr_decay,
-                initial_accumulator_value: self.initial_accumulator_value,
-                eps: self.eps,
-            },
-            dense,
-        )
+        SparseOptimizer::new(self.rule(), dense)
+    }
+
+    /// The rule of the sparse weights (also what a fused table takes).
+    pub fn rule(&self) -> SparseRule {
+        SparseRule::Adagrad {
+            lr_decay: self.lr_decay,
+            initial_accumulator_value: self.initial_accumulator_value,
+            eps: self.eps,
+        }
+    }
+}
+
+/// Row-wise Adagrad (FBGEMM's `EXACT_ROWWISE_ADAGRAD`, see [`SparseRule::RowwiseAdagrad`]) for
+/// sparse weights, burn's `AdaGrad` for the rest. The state of a `[V, D]` table is one float
+/// per row, `[V, 1]`.
+#[derive(Config, Debug)]
+pub struct RowwiseAdagradConfig {
+    /// Added to the denominator (FBGEMM's default).
+    #[config(default = 1e-8)]
+    pub eps: f64,
+    /// L2 penalty (touched rows only for sparse weights).
+    #[config(default = 0.0)]
+    pub weight_decay: f64,
+}
+
+impl RowwiseAdagradConfig {
+    /// The optimizer for a model `M`.
+    pub fn init<B: SparseGradients, M: AutodiffModule<B>>(
+        &self,
+    ) -> SparseOptimizer<OptimizerAdaptor<AdaGrad, M, B>, B> {
+        let dense = AdaGradConfig::new()
+            .with_epsilon(self.eps as f32)
+            .with_weight_decay(
+                (self.weight_decay != 0.0)
+                    .then(|| WeightDecayConfig::new(self.weight_decay as f32)),
+            )
+            .init();
+        SparseOptimizer::new(self.rule(), dense)
+    }
+
+    /// The rule of the sparse weights (also what a fused table takes).
+    pub fn rule(&self) -> SparseRule {
+        SparseRule::RowwiseAdagrad {
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+        }
     }
 }
 
@@ -500,15 +599,17 @@ impl LazyAdamConfig {
             .with_beta_2(self.beta_2 as f32)
             .with_epsilon(self.eps as f32)
             .init();
-        SparseOptimizer::new(
-            SparseRule::LazyAdam {
-                beta_1: self.beta_1,
-                beta_2: self.beta_2,
-                eps: self.eps,
-                weight_decay: 0.0,
-            },
-            dense,
-        )
+        SparseOptimizer::new(self.rule(), dense)
+    }
+
+    /// The rule of the sparse weights (also what a fused table takes).
+    pub fn rule(&self) -> SparseRule {
+        SparseRule::LazyAdam {
+            beta_1: self.beta_1,
+            beta_2: self.beta_2,
+            eps: self.eps,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -541,14 +642,16 @@ impl LazyAdamWConfig {
             .with_epsilon(self.eps as f32)
             .with_weight_decay(self.weight_decay as f32)
             .init();
-        SparseOptimizer::new(
-            SparseRule::LazyAdam {
-                beta_1: self.beta_1,
-                beta_2: self.beta_2,
-                eps: self.eps,
-                weight_decay: self.weight_decay,
-            },
-            dense,
-        )
+        SparseOptimizer::new(self.rule(), dense)
+    }
+
+    /// The rule of the sparse weights (also what a fused table takes).
+    pub fn rule(&self) -> SparseRule {
+        SparseRule::LazyAdam {
+            beta_1: self.beta_1,
+            beta_2: self.beta_2,
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+        }
     }
 }

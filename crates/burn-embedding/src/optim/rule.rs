@@ -24,6 +24,16 @@ pub enum SparseRule {
         /// Added to the denominator.
         eps: f64,
     },
+    /// Row-wise Adagrad, FBGEMM's `EXACT_ROWWISE_ADAGRAD`: one accumulator per row (state `[V]`,
+    /// not `[V, D]`). With `g = grad + weight_decay * w[rows]` (L2, FBGEMM's
+    /// `weight_decay_mode` 1): `sum[row] += mean(g²)` over the row's D values, then
+    /// `w[row] -= lr * g / (sqrt(sum[row]) + eps)`. The accumulators start at 0.
+    RowwiseAdagrad {
+        /// Added to the denominator.
+        eps: f64,
+        /// L2 penalty, applied to the touched rows only.
+        weight_decay: f64,
+    },
     /// Lazy Adam, PyTorch's `SparseAdam`: only the touched rows update their moments and
     /// values; bias correction uses the parameter's step count. With `weight_decay > 0` this is
     /// lazy AdamW: the touched rows first decay by `1 - lr * weight_decay` (decoupled).
@@ -40,10 +50,30 @@ pub enum SparseRule {
 }
 
 impl SparseRule {
+    /// The coupled (L2) weight decay of the rule: the part of the gradient that is
+    /// `weight_decay * w[rows]`; 0 for the rules without one or with a decoupled one.
+    pub(crate) fn l2_decay(&self) -> f64 {
+        match *self {
+            SparseRule::Sgd { weight_decay } | SparseRule::RowwiseAdagrad { weight_decay, .. } => {
+                weight_decay
+            }
+            SparseRule::Adagrad { .. } | SparseRule::LazyAdam { .. } => 0.0,
+        }
+    }
+
+    /// How much of a change `r` written into the rows before the update survives it: the
+    /// decoupled decay of lazy AdamW shrinks it by `1 - lr * weight_decay`.
+    pub(crate) fn decoupled_keep(&self, lr: f64) -> f64 {
+        match *self {
+            SparseRule::LazyAdam { weight_decay, .. } => 1.0 - lr * weight_decay,
+            _ => 1.0,
+        }
+    }
+
     /// Applies one step to `weight` `[V, D]` with the coalesced `rows`; returns the new weight.
     ///
     /// Cost: O(U x D) for U rows, plus the one-time allocation of the state (`[V, D]` per
-    /// moment). Updates go through `select_assign(Add)` on unique rows, which works in place
+    /// moment, `[V, 1]` for row-wise Adagrad). Updates go through `select_assign(Add)` on unique rows, which works in place
     /// when the tensor is not shared.
     pub fn apply<B: Backend>(
         &self,
@@ -103,6 +133,24 @@ impl SparseRule {
                 state.first = Some(add_rows(sum, ids.clone(), g2));
                 let clr = lr / (1.0 + (state.step - 1) as f64 * lr_decay);
                 (g / sum_rows.sqrt().add_scalar(eps)).mul_scalar(-clr)
+            }
+            SparseRule::RowwiseAdagrad { eps, weight_decay } => {
+                let g = if weight_decay != 0.0 {
+                    g + weight
+                        .clone()
+                        .select(0, ids.clone())
+                        .mul_scalar(weight_decay)
+                } else {
+                    g
+                };
+                let sum = state
+                    .first
+                    .take()
+                    .unwrap_or_else(|| Tensor::zeros([shape[0], 1], &device));
+                let mean_square = g.clone().square().mean_dim(1);
+                let sum_rows = sum.clone().select(0, ids.clone()) + mean_square.clone();
+                state.first = Some(add_rows(sum, ids.clone(), mean_square));
+                (g / sum_rows.sqrt().add_scalar(eps)).mul_scalar(-lr)
             }
             SparseRule::LazyAdam {
                 beta_1,

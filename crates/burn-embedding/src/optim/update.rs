@@ -1,7 +1,10 @@
 //! The optimizer-side backend trait: the row update of a sparse-aware step, which a backend
 //! may run on its own storage (in place, fused) instead of through burn's tensor ops.
 
-use burn::tensor::backend::Backend;
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::FloatTensor;
 
 use super::rule::select_add;
@@ -51,6 +54,49 @@ pub trait SparseUpdate: Backend {
         let delta = Self::embedding_sparse_delta(&weight, rows, rule, lr, state);
         Self::embedding_add_rows(weight, delta)
     }
+}
+
+/// The inner backend's update, on the values of untracked autodiff tensors (a fused table keeps
+/// its weight and state on the backend of its module).
+impl<B: SparseUpdate, C: CheckpointStrategy> SparseUpdate for Autodiff<B, C> {
+    fn embedding_sparse_delta(
+        weight: &FloatTensor<Self>,
+        rows: RowSparseGradient<Self>,
+        rule: &SparseRule,
+        lr: f64,
+        state: &mut RowState<Self>,
+    ) -> RowSparseGradient<Self> {
+        let mut inner = RowState {
+            step: state.step,
+            first: state.first.take().map(Tensor::inner),
+            second: state.second.take().map(Tensor::inner),
+        };
+        let delta =
+            B::embedding_sparse_delta(&weight.primitive, inner_rows(rows), rule, lr, &mut inner);
+        *state = RowState {
+            step: inner.step,
+            first: inner.first.map(Tensor::from_inner),
+            second: inner.second.map(Tensor::from_inner),
+        };
+        RowSparseGradient::new(
+            Tensor::from_inner(delta.ids),
+            Tensor::from_inner(delta.values),
+            delta.num_embeddings,
+        )
+    }
+
+    fn embedding_add_rows(
+        weight: FloatTensor<Self>,
+        rows: RowSparseGradient<Self>,
+    ) -> FloatTensor<Self> {
+        Self::from_inner(B::embedding_add_rows(Self::inner(weight), inner_rows(rows)))
+    }
+}
+
+fn inner_rows<B: AutodiffBackend>(
+    rows: RowSparseGradient<B>,
+) -> RowSparseGradient<B::InnerBackend> {
+    RowSparseGradient::new(rows.ids.inner(), rows.values.inner(), rows.num_embeddings)
 }
 
 /// The shared check of the backends' in-place updates.

@@ -1,0 +1,88 @@
+//! The backward op of a fused lookup ([`EmbeddingBackend::embedding_lookup_fused`] on
+//! [`Autodiff<B, C>`]): the row-sparse gradient goes straight to the table's optimizer, so no
+//! rows wait and no marker travels through `Gradients`.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{Shape, Tensor, TensorMetadata};
+
+use super::{EmbeddingBackend, RowSink};
+use crate::{EmbeddingOptions, RowSparseGradient};
+
+/// The table a backward hands its rows to.
+struct Sink<B: EmbeddingBackend, C: CheckpointStrategy>(Arc<dyn RowSink<Autodiff<B, C>>>);
+
+impl<B: EmbeddingBackend, C: CheckpointStrategy> Clone for Sink<B, C> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<B: EmbeddingBackend, C: CheckpointStrategy> core::fmt::Debug for Sink<B, C> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("FusedTable")
+    }
+}
+
+#[derive(Debug)]
+struct FusedLookupBackward<C>(PhantomData<C>);
+
+impl<B: EmbeddingBackend, C: CheckpointStrategy> Backward<B, 1> for FusedLookupBackward<C> {
+    type State = (IntTensor<B>, usize, EmbeddingOptions, Sink<B, C>);
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let (indices, num_embeddings, options, sink) = ops.state;
+        let grad = grads.consume::<B>(&ops.node);
+        let [probe] = ops.parents;
+        let Some(probe) = probe else {
+            return;
+        };
+        let device = B::float_device(&grad);
+        let dtype = grad.dtype().into();
+        if let Some(rows) = B::embedding_grad_sparse(grad, indices, num_embeddings, &options) {
+            sink.0.apply(RowSparseGradient::new(
+                Tensor::from_inner(rows.ids),
+                Tensor::from_inner(rows.values),
+                num_embeddings,
+            ));
+        }
+        // One per backward pass: what a step receives counts the batches whose update was
+        // applied since its gradients began (accumulation shows as more than one).
+        grads.register::<B>(probe.id, B::float_ones(Shape::new([1]), &device, dtype));
+    }
+}
+
+pub(super) fn lookup<B: EmbeddingBackend, C: CheckpointStrategy>(
+    weight: FloatTensor<Autodiff<B, C>>,
+    indices: IntTensor<Autodiff<B, C>>,
+    options: &EmbeddingOptions,
+    probe: FloatTensor<Autodiff<B, C>>,
+    sink: Arc<dyn RowSink<Autodiff<B, C>>>,
+) -> FloatTensor<Autodiff<B, C>> {
+    let num_embeddings = weight.primitive.shape()[0];
+    let weight = Autodiff::<B, C>::inner(weight);
+    match FusedLookupBackward::<C>(PhantomData)
+        .prepare::<C>([probe.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            (indices.clone(), num_embeddings, *options, Sink(sink)),
+            B::embedding_lookup(weight, indices, options),
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(B::embedding_lookup(weight, indices, options)),
+    }
+}
