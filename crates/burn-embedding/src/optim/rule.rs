@@ -109,14 +109,7 @@ impl SparseRule {
         state.step += 1;
         let delta = match *self {
             SparseRule::Sgd { weight_decay } => {
-                let g = if weight_decay != 0.0 {
-                    g + weight
-                        .clone()
-                        .select(0, ids.clone())
-                        .mul_scalar(weight_decay)
-                } else {
-                    g
-                };
+                let g = with_l2(g, weight, &ids, weight_decay);
                 g.mul_scalar(-lr)
             }
             SparseRule::Adagrad {
@@ -135,14 +128,7 @@ impl SparseRule {
                 (g / sum_rows.sqrt().add_scalar(eps)).mul_scalar(-clr)
             }
             SparseRule::RowwiseAdagrad { eps, weight_decay } => {
-                let g = if weight_decay != 0.0 {
-                    g + weight
-                        .clone()
-                        .select(0, ids.clone())
-                        .mul_scalar(weight_decay)
-                } else {
-                    g
-                };
+                let g = with_l2(g, weight, &ids, weight_decay);
                 let sum = state
                     .first
                     .take()
@@ -192,6 +178,22 @@ impl SparseRule {
         };
         RowSparseGradient::new(ids, delta, num_embeddings)
     }
+}
+
+/// The gradient rows with the L2 penalty of the rows `ids` of `weight` added.
+fn with_l2<B: Backend>(
+    g: Tensor<B, 2>,
+    weight: &Tensor<B, 2>,
+    ids: &Tensor<B, 1, Int>,
+    weight_decay: f64,
+) -> Tensor<B, 2> {
+    if weight_decay == 0.0 {
+        return g;
+    }
+    g + weight
+        .clone()
+        .select(0, ids.clone())
+        .mul_scalar(weight_decay)
 }
 
 /// `target[ids] += rows` through burn's `select_assign`, in place when the target is not shared
