@@ -28,7 +28,9 @@
 //! - [`optim`]: sparse-aware burn optimizers for burn-train's `Learner`, among them FBGEMM's
 //!   exact row-wise Adagrad ([`optim::RowwiseAdagradConfig`], state `[V, 1]`).
 //! - [`backward_with`]: a backward pass started from a given output gradient (PyTorch's
-//!   `out.backward(grad)`), without the graph of a `(out * grad).sum()`.
+//!   `out.backward(grad)`), without the graph of a `(out * grad).sum()`; [`TrackedOutput`] takes a
+//!   tracked output apart into its graph node and its value, so that a loss with a closed-form
+//!   gradient reads the value without a copy.
 //! - [`RowSparseGradient`]: with `sparse: true`, the backward yields the sorted unique touched
 //!   rows and their summed gradients, and never creates a `[V, D]` tensor;
 //!   [`sparse_grad_remove`] takes it after `backward()` (how it travels: below).
@@ -137,6 +139,7 @@ pub use optim::SparseGradients;
 pub use options::{EmbeddingOptions, NormType, normalize_padding_idx};
 pub use rank::{IndexRank, LookupRank};
 pub use seeded::{
-    SeededBackward, backward_with, backward_with_all, try_backward_with, try_backward_with_all,
+    SeededBackward, TrackedOutput, backward_with, backward_with_all, backward_with_tracked,
+    try_backward_with, try_backward_with_all, try_backward_with_tracked,
 };
 pub use sparse::RowSparseGradient;

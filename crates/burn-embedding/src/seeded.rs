@@ -26,6 +26,11 @@ pub trait SeededBackward: AutodiffBackend {
         outs: [FloatTensor<Self>; N],
         grads: [FloatTensor<Self::InnerBackend>; N],
     ) -> FloatTensor<Self>;
+
+    /// Moves the value out of a tracked tensor, leaving a one-element placeholder beside its
+    /// graph node (all that a seeded root needs of it).
+    #[doc(hidden)]
+    fn take_value(out: &mut FloatTensor<Self>) -> FloatTensor<Self::InnerBackend>;
 }
 
 #[derive(Debug)]
@@ -68,6 +73,71 @@ impl<B: Backend, C: CheckpointStrategy> SeededBackward for Autodiff<B, C> {
             OpsKind::UnTracked(prep) => prep.finish(root),
         }
     }
+
+    fn take_value(out: &mut FloatTensor<Self>) -> FloatTensor<B> {
+        let device = B::float_device(&out.primitive);
+        let dtype = out.primitive.dtype().into();
+        let placeholder = B::float_zeros(Shape::new([1]), &device, dtype);
+        std::mem::replace(&mut out.primitive, placeholder)
+    }
+}
+
+/// A tracked tensor's place in the autodiff graph, without its value: what a seeded backward
+/// ([`backward_with_tracked`]) starts from.
+///
+/// [`TrackedOutput::split`] takes a tracked tensor apart into this and its value on the inner
+/// backend. The value is then the only handle on its buffer, so reading it (`into_data`) or
+/// computing on it in place copies nothing, where a tensor shared with its tracked original is
+/// copied first: a loss whose gradient is known in closed form is computed on the value, and
+/// the backward is seeded here.
+///
+/// ```
+/// use burn::backend::{Autodiff, NdArray};
+/// use burn::tensor::{Int, Tensor};
+/// use burn_embedding::{EmbeddingConfig, TrackedOutput, backward_with_tracked};
+///
+/// type B = Autodiff<NdArray>;
+/// let device = Default::default();
+/// let emb = EmbeddingConfig::new(10, 4).init::<B>(&device);
+/// let out: Tensor<B, 2> = emb.forward(Tensor::<B, 1, Int>::from_ints([3, 7], &device));
+/// let (tracked, value) = TrackedOutput::split(out);
+/// // The gradient of sum(value^2 / 2) is the value itself.
+/// let grads = backward_with_tracked([(tracked, value.clone())]);
+/// let row_3 = emb.weight.grad(&grads).unwrap().slice([3..4, 0..4]);
+/// row_3.into_data().assert_eq(&value.slice([0..1, 0..4]).into_data(), true);
+/// ```
+#[derive(Debug)]
+pub struct TrackedOutput<B: SeededBackward, const D: usize> {
+    /// The tracked tensor, its value possibly replaced by a placeholder.
+    node: FloatTensor<B>,
+    dims: [usize; D],
+}
+
+impl<B: SeededBackward, const D: usize> TrackedOutput<B, D> {
+    /// The tensor's place in the graph and its value on the inner backend.
+    pub fn split(out: Tensor<B, D>) -> (Self, Tensor<B::InnerBackend, D>) {
+        let dims = out.dims();
+        let mut node = out.into_primitive().tensor();
+        let value = B::take_value(&mut node);
+        (
+            Self { node, dims },
+            Tensor::from_primitive(TensorPrimitive::Float(value)),
+        )
+    }
+
+    /// The tensor's place in the graph, its value kept.
+    fn keep(out: Tensor<B, D>) -> Self {
+        let dims = out.dims();
+        Self {
+            node: out.into_primitive().tensor(),
+            dims,
+        }
+    }
+
+    /// The shape of the tensor.
+    pub fn dims(&self) -> [usize; D] {
+        self.dims
+    }
 }
 
 /// The gradients of a backward pass that starts with `grad` as the gradient of `out` (PyTorch's
@@ -108,6 +178,22 @@ pub fn backward_with<B: SeededBackward, const D: usize>(
 pub fn try_backward_with_all<B: SeededBackward, const D: usize, const N: usize>(
     seeds: [(Tensor<B, D>, Tensor<B::InnerBackend, D>); N],
 ) -> Result<B::Gradients, EmbeddingError> {
+    try_backward_with_tracked(seeds.map(|(out, grad)| (TrackedOutput::keep(out), grad)))
+}
+
+/// [`try_backward_with_all`], panicking with the error's message when shapes differ.
+pub fn backward_with_all<B: SeededBackward, const D: usize, const N: usize>(
+    seeds: [(Tensor<B, D>, Tensor<B::InnerBackend, D>); N],
+) -> B::Gradients {
+    try_backward_with_all(seeds).unwrap_or_else(|err| panic!("{err}"))
+}
+
+/// [`try_backward_with_all`] from outputs taken apart by [`TrackedOutput::split`]: one backward
+/// pass that starts at each output with its given gradient, or the error naming the first pair
+/// of shapes that differ.
+pub fn try_backward_with_tracked<B: SeededBackward, const D: usize, const N: usize>(
+    seeds: [(TrackedOutput<B, D>, Tensor<B::InnerBackend, D>); N],
+) -> Result<B::Gradients, EmbeddingError> {
     for (out, grad) in &seeds {
         let (expected, got) = (out.dims(), grad.dims());
         if expected != got {
@@ -117,22 +203,17 @@ pub fn try_backward_with_all<B: SeededBackward, const D: usize, const N: usize>(
             });
         }
     }
-    let pairs = seeds.map(|(out, grad)| {
-        (
-            out.into_primitive().tensor(),
-            grad.into_primitive().tensor(),
-        )
-    });
+    let pairs = seeds.map(|(out, grad)| (out.node, grad.into_primitive().tensor()));
     let outs = pairs.each_ref().map(|(out, _)| out.clone());
     let root = B::seeded_root(outs, pairs.map(|(_, grad)| grad));
     Ok(Tensor::<B, 1>::from_primitive(TensorPrimitive::Float(root)).backward())
 }
 
-/// [`try_backward_with_all`], panicking with the error's message when shapes differ.
-pub fn backward_with_all<B: SeededBackward, const D: usize, const N: usize>(
-    seeds: [(Tensor<B, D>, Tensor<B::InnerBackend, D>); N],
+/// [`try_backward_with_tracked`], panicking with the error's message when shapes differ.
+pub fn backward_with_tracked<B: SeededBackward, const D: usize, const N: usize>(
+    seeds: [(TrackedOutput<B, D>, Tensor<B::InnerBackend, D>); N],
 ) -> B::Gradients {
-    try_backward_with_all(seeds).unwrap_or_else(|err| panic!("{err}"))
+    try_backward_with_tracked(seeds).unwrap_or_else(|err| panic!("{err}"))
 }
 
 #[cfg(all(test, feature = "ndarray"))]
@@ -181,6 +262,33 @@ mod tests {
             .unwrap()
             .into_data()
             .assert_approx_eq::<f32>(&x.grad(&summed).unwrap().into_data(), Default::default());
+    }
+
+    /// A split output seeds the same backward as the whole one, and its value is the output's.
+    #[test]
+    fn a_split_output_seeds_the_same_backward() {
+        let device = Default::default();
+        let x =
+            Tensor::<B, 2>::random([3, 4], Distribution::Normal(0.0, 1.0), &device).require_grad();
+        let seed = Tensor::<NdArray, 2>::random([3, 4], Distribution::Normal(0.0, 1.0), &device);
+        let out = || x.clone().exp().mul_scalar(2.0);
+        let whole = backward_with(out(), seed.clone());
+        let (tracked, value) = TrackedOutput::split(out());
+        assert_eq!(tracked.dims(), [3, 4]);
+        value
+            .into_data()
+            .assert_eq(&out().inner().into_data(), true);
+        let split = backward_with_tracked([(tracked, seed)]);
+        x.grad(&split)
+            .unwrap()
+            .into_data()
+            .assert_eq(&x.grad(&whole).unwrap().into_data(), true);
+        let (tracked, _) = TrackedOutput::split(out());
+        let Err(err) = try_backward_with_tracked([(tracked, Tensor::zeros([4, 3], &device))])
+        else {
+            panic!("a [4, 3] gradient for a [3, 4] output was taken");
+        };
+        assert!(matches!(err, EmbeddingError::GradShape { .. }));
     }
 
     #[test]
