@@ -16,6 +16,7 @@ use burn::module::{
 };
 use burn::record::Record;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Int, Tensor};
 
 use crate::backend::RowSink;
@@ -24,7 +25,7 @@ use crate::optim::{RowState, SparseRule, SparseUpdate};
 use crate::probe::{CONTAINER, FIELD as PROBE};
 use crate::rank::{IndexRank, LookupRank};
 use crate::util::{flatten_int, float, primitive};
-use crate::{Embedding, EmbeddingBackend, EmbeddingError, EmbeddingOptions, RowSparseGradient};
+use crate::{Embedding, EmbeddingBackend, EmbeddingError, EmbeddingOptions};
 
 /// An embedding with its optimizer fused into the backward: each backward pass applies the
 /// update of `rule` (SGD, Adagrad, row-wise Adagrad, lazy Adam; see [`SparseRule`]) with the
@@ -123,8 +124,8 @@ impl<B: Backend> Slot<B> {
     }
 }
 
-impl<B: SparseUpdate> RowSink<B> for Table<B> {
-    fn apply(&self, rows: RowSparseGradient<B>) {
+impl<B: SparseUpdate + EmbeddingBackend> RowSink<B> for Table<B> {
+    fn apply(&self, grad: FloatTensor<B>, indices: IntTensor<B>, options: &EmbeddingOptions) {
         let mut slot = self.lock();
         let slot = &mut *slot;
         let (id, weight) = {
@@ -133,9 +134,11 @@ impl<B: SparseUpdate> RowSink<B> for Table<B> {
         };
         // The weight's storage is held by the table alone (a lookup drops its handle when the
         // output is made), so the update runs in place.
-        let updated = B::embedding_sparse_update(
+        let updated = B::embedding_fused_update(
             primitive(weight),
-            rows,
+            grad,
+            indices,
+            options,
             &self.rule,
             slot.learning_rate,
             &mut slot.state,

@@ -1,6 +1,7 @@
 //! The backward op of a fused lookup ([`EmbeddingBackend::embedding_lookup_fused`] on
-//! [`Autodiff<B, C>`]): the row-sparse gradient goes straight to the table's optimizer, so no
-//! rows wait and no marker travels through `Gradients`.
+//! [`Autodiff<B, C>`]): the output gradient goes straight to the table, whose step
+//! ([`SparseUpdate::embedding_fused_update`](crate::optim::SparseUpdate::embedding_fused_update))
+//! sums and updates the touched rows, so no rows wait and no marker travels through `Gradients`.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -12,10 +13,10 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{Shape, Tensor, TensorMetadata};
+use burn::tensor::{Shape, TensorMetadata};
 
 use super::{EmbeddingBackend, RowSink};
-use crate::{EmbeddingOptions, RowSparseGradient};
+use crate::EmbeddingOptions;
 
 /// The table a backward hands its rows to.
 struct Sink<B: EmbeddingBackend, C: CheckpointStrategy>(Arc<dyn RowSink<Autodiff<B, C>>>);
@@ -36,7 +37,7 @@ impl<B: EmbeddingBackend, C: CheckpointStrategy> core::fmt::Debug for Sink<B, C>
 struct FusedLookupBackward<C>(PhantomData<C>);
 
 impl<B: EmbeddingBackend, C: CheckpointStrategy> Backward<B, 1> for FusedLookupBackward<C> {
-    type State = (IntTensor<B>, usize, EmbeddingOptions, Sink<B, C>);
+    type State = (IntTensor<B>, EmbeddingOptions, Sink<B, C>);
 
     fn backward(
         self,
@@ -44,7 +45,7 @@ impl<B: EmbeddingBackend, C: CheckpointStrategy> Backward<B, 1> for FusedLookupB
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let (indices, num_embeddings, options, sink) = ops.state;
+        let (indices, options, sink) = ops.state;
         let grad = grads.consume::<B>(&ops.node);
         let [probe] = ops.parents;
         let Some(probe) = probe else {
@@ -52,13 +53,11 @@ impl<B: EmbeddingBackend, C: CheckpointStrategy> Backward<B, 1> for FusedLookupB
         };
         let device = B::float_device(&grad);
         let dtype = grad.dtype().into();
-        if let Some(rows) = B::embedding_grad_sparse(grad, indices, num_embeddings, &options) {
-            sink.0.apply(RowSparseGradient::new(
-                Tensor::from_inner(rows.ids),
-                Tensor::from_inner(rows.values),
-                num_embeddings,
-            ));
-        }
+        sink.0.apply(
+            Autodiff::<B, C>::from_inner(grad),
+            Autodiff::<B, C>::int_from_inner(indices),
+            &options,
+        );
         // One per backward pass: what a step receives counts the batches whose update was
         // applied since its gradients began (accumulation shows as more than one).
         grads.register::<B>(probe.id, B::float_ones(Shape::new([1]), &device, dtype));
@@ -72,7 +71,6 @@ pub(super) fn lookup<B: EmbeddingBackend, C: CheckpointStrategy>(
     probe: FloatTensor<Autodiff<B, C>>,
     sink: Arc<dyn RowSink<Autodiff<B, C>>>,
 ) -> FloatTensor<Autodiff<B, C>> {
-    let num_embeddings = weight.primitive.shape()[0];
     let weight = Autodiff::<B, C>::inner(weight);
     match FusedLookupBackward::<C>(PhantomData)
         .prepare::<C>([probe.node.clone()])
@@ -80,7 +78,7 @@ pub(super) fn lookup<B: EmbeddingBackend, C: CheckpointStrategy>(
         .stateful()
     {
         OpsKind::Tracked(prep) => prep.finish(
-            (indices.clone(), num_embeddings, *options, Sink(sink)),
+            (indices.clone(), *options, Sink(sink)),
             B::embedding_lookup(weight, indices, options),
         ),
         OpsKind::UnTracked(prep) => prep.finish(B::embedding_lookup(weight, indices, options)),

@@ -151,6 +151,7 @@ pub use bag_batch::BagBatch;
 /// Where the backward of [`EmbeddingBackend::embedding_lookup_fused`] sends the weight's rows:
 /// the table of a [`FusedEmbedding`](crate::fused::FusedEmbedding), which applies its update.
 pub trait RowSink<B: Backend>: Send + Sync {
-    /// Applies the row-sparse gradient of one backward pass.
-    fn apply(&self, rows: RowSparseGradient<B>);
+    /// Applies the update of one backward pass, given the lookup's output gradient `grad`
+    /// `[.., D]`, its `indices` `[..]` and the lookup's `options`.
+    fn apply(&self, grad: FloatTensor<B>, indices: IntTensor<B>, options: &EmbeddingOptions);
 }

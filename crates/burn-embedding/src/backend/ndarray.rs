@@ -306,7 +306,7 @@ pub(crate) fn host_ids(indices: &NdArrayTensor) -> Option<Vec<i64>> {
 /// The gradient rows `[.., D]` of a lookup's output, read without copying where the layout
 /// allows: `sum().backward()` hands over a broadcast view (every row the same) that a copy to
 /// the standard layout would spend 2 ms on for 4096 x 128 values.
-enum TokenRows<'a> {
+pub(crate) enum TokenRows<'a> {
     /// Row-major: row `p` is `values[p * d..][..d]`.
     Contiguous(Cow<'a, [f32]>, usize),
     /// Every row is this one.
@@ -314,7 +314,7 @@ enum TokenRows<'a> {
 }
 
 impl<'a> TokenRows<'a> {
-    fn new(grad: ArrayView<'a, f32, IxDyn>, d: usize) -> Self {
+    pub(crate) fn new(grad: ArrayView<'a, f32, IxDyn>, d: usize) -> Self {
         let strides = grad.strides();
         let (last, leading) = strides.split_last().expect("grad is [.., D]");
         if leading.iter().all(|&s| s == 0) && !grad.is_empty() {
@@ -335,7 +335,7 @@ impl<'a> TokenRows<'a> {
         Self::Contiguous(values, d)
     }
 
-    fn row(&self, pos: usize) -> &[f32] {
+    pub(crate) fn row(&self, pos: usize) -> &[f32] {
         match self {
             Self::Contiguous(values, d) => &values[pos * d..][..*d],
             Self::Broadcast(row) => row,

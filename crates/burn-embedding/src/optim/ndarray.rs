@@ -9,16 +9,20 @@ use burn::backend::ndarray::{
     FloatNdArrayElement, IntNdArrayElement, NdArrayTensor, QuantElement, SharedArray,
 };
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Int, Tensor};
 use rayon::prelude::*;
 
 use super::rule::select_add;
+use super::update::fused_update;
 use super::{RowState, SparseRule, SparseUpdate};
-use crate::RowSparseGradient;
-use crate::backend::cpu::PARALLEL_MIN_VALUES;
-use crate::backend::ndarray::{contiguous, host_ids, row_start, take_state, tensor_from};
+use crate::backend::cpu::{PARALLEL_MIN_VALUES, add_row};
+use crate::backend::ndarray::{
+    TokenRows, contiguous, host_ids, row_start, take_state, tensor_from,
+};
+use crate::coalesce::Coalesced;
 use crate::util;
+use crate::{EmbeddingOptions, RowSparseGradient};
 
 impl<E: FloatNdArrayElement, I: IntNdArrayElement, Q: QuantElement> SparseUpdate
     for NdArray<E, I, Q>
@@ -47,10 +51,10 @@ where
         let (ids_tensor, num_embeddings) = (rows.ids.clone(), rows.num_embeddings);
         let mut step = RowStep::new(rows, rule, lr, state, v, d);
         let kernel = step.kernel;
-        step.for_each_row(false, |id, g, [_, a, b]| {
+        step.for_each_row(false, |_, id, g, [_, a, b]| {
             kernel.row(g, &w[row_start(id, d, v)..][..d], a, b);
         });
-        let delta = step.finish(state);
+        let delta = step.finish(state).expect("a step on gradient rows");
         RowSparseGradient::new(ids_tensor, util::float(tensor_from(delta)), num_embeddings)
     }
 
@@ -73,7 +77,7 @@ where
         let mut weight = contiguous(storage.into_owned());
         let w = weight.as_slice_mut().expect("standard layout");
         let v = w.len() / d.max(1);
-        for_each_row(&ids, d, v, values, [(w, d)], |_, x, [w]| {
+        for_each_row(&ids, d, v, Some(values), [(w, d)], |_, x, [w]| {
             w.iter_mut().zip(x.iter()).for_each(|(w, &x)| *w += x);
         });
         tensor_from(weight)
@@ -100,7 +104,59 @@ where
         let mut step = RowStep::new(rows, rule, lr, state, v, d);
         let kernel = step.kernel;
         step.weight = Some(w);
-        step.for_each_row(true, |_, g, [w, a, b]| {
+        step.for_each_row(true, |_, _, g, [w, a, b]| {
+            kernel.row(g, w, a, b);
+            w.iter_mut().zip(g.iter()).for_each(|(w, &x)| *w += x);
+        });
+        step.finish(state);
+        tensor_from(weight)
+    }
+
+    /// One pass: each touched row's token rows are summed into a scratch row (in position
+    /// order, as the lookup's backward sums them), and the rule steps it and adds it to the
+    /// weight at once; the `[U, D]` rows are never stored. The same floats as the backward then
+    /// [`SparseUpdate::embedding_sparse_update`].
+    fn embedding_fused_update(
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        options: &EmbeddingOptions,
+        rule: &SparseRule,
+        lr: f64,
+        state: &mut RowState<Self>,
+    ) -> FloatTensor<Self> {
+        let (NdArrayTensor::F32(storage), NdArrayTensor::F32(g), Some(ids)) =
+            (&weight, &grad, host_ids(&indices))
+        else {
+            return fused_update(weight, grad, indices, options, rule, lr, state);
+        };
+        let [v, d] = [storage.shape()[0], storage.shape()[1]];
+        let batch = Coalesced::new(&ids, options.padding_idx);
+        if batch.unique.is_empty() {
+            return weight;
+        }
+        let tokens = TokenRows::new(g.view(), d);
+        // In place when nothing else holds the weight.
+        let NdArrayTensor::F32(storage) = weight else {
+            unreachable!("matched above")
+        };
+        let mut weight = contiguous(storage.into_owned());
+        let w = weight.as_slice_mut().expect("standard layout");
+        let mut step = RowStep::with_rows(batch.unique.clone(), None, rule, lr, state, v, d);
+        let kernel = step.kernel;
+        step.weight = Some(w);
+        let by_freq = options.scale_grad_by_freq;
+        step.for_each_row(true, |k, _, g, [w, a, b]| {
+            let (start, end) = (batch.slot_starts[k] as usize, batch.slot_starts[k + 1]);
+            let count = (end as usize - start) as f32;
+            for (i, &pos) in batch.grouped[start..end as usize].iter().enumerate() {
+                let src = tokens.row(pos as usize);
+                if by_freq {
+                    add_row(g, src, i == 0, |x| x / count);
+                } else {
+                    add_row(g, src, i == 0, |x| x);
+                }
+            }
             kernel.row(g, w, a, b);
             w.iter_mut().zip(g.iter()).for_each(|(w, &x)| *w += x);
         });
@@ -211,7 +267,9 @@ impl Kernel {
 /// ids, the rule's state and, for a whole step, the weight.
 struct RowStep<'w> {
     ids: Vec<i64>,
-    delta: SharedArray<f32>,
+    /// The gradient rows `[U, D]`, or none when each row is made by the caller as it goes (a
+    /// fused step).
+    delta: Option<SharedArray<f32>>,
     /// Each state buffer with its row width (`[V, D]`, or `[V, 1]` for row-wise Adagrad).
     first: Option<(SharedArray<f32>, usize)>,
     second: Option<(SharedArray<f32>, usize)>,
@@ -236,7 +294,20 @@ impl<'w> RowStep<'w> {
             unreachable!("the caller checked the element type")
         };
         let delta = contiguous(values.into_owned());
-        let ids = ids_of(&rows.ids);
+        Self::with_rows(ids_of(&rows.ids), Some(delta), rule, lr, state, v, d)
+    }
+
+    /// A step on the rows `ids` (sorted, unique), with their gradient rows or without them (see
+    /// [`RowStep::delta`]); advances the step count.
+    fn with_rows<B: Backend<FloatTensorPrimitive = NdArrayTensor>>(
+        ids: Vec<i64>,
+        delta: Option<SharedArray<f32>>,
+        rule: &SparseRule,
+        lr: f64,
+        state: &mut RowState<B>,
+        v: usize,
+        d: usize,
+    ) -> Self {
         state.step += 1;
         let step = state.step;
         let (first, second, kernel) = match *rule {
@@ -305,15 +376,19 @@ impl<'w> RowStep<'w> {
         }
     }
 
-    /// Runs `f(id, gradient row, [weight row, first state row, second state row])` for each
-    /// row (empty slices for buffers the step has not; the weight only with `with_weight`).
+    /// Runs `f(k, id, gradient row, [weight row, first state row, second state row])` for the
+    /// `k`-th row (empty slices for buffers the step has not; the weight only with
+    /// `with_weight`). Without gradient rows, the gradient row is a scratch row for `f` to fill.
     fn for_each_row(
         &mut self,
         with_weight: bool,
-        f: impl Fn(i64, &mut [f32], [&mut [f32]; 3]) + Sync,
+        f: impl Fn(usize, i64, &mut [f32], [&mut [f32]; 3]) + Sync,
     ) {
         let (d, v) = (self.d, self.v);
-        let delta = self.delta.as_slice_mut().expect("standard layout");
+        let delta = self
+            .delta
+            .as_mut()
+            .map(|delta| delta.as_slice_mut().expect("standard layout"));
         let weight = match (&mut self.weight, with_weight) {
             (Some(w), true) => (&mut **w, d),
             _ => (<&mut [f32]>::default(), 0),
@@ -324,14 +399,17 @@ impl<'w> RowStep<'w> {
             state_buffer(&mut self.second),
         ];
         let ids = &self.ids;
-        for_each_row(ids, d, v, delta, buffers, |k, g, rows| f(ids[k], g, rows));
+        for_each_row(ids, d, v, delta, buffers, |k, g, rows| {
+            f(k, ids[k], g, rows)
+        });
     }
 
-    /// Puts the state buffers back into `state`; returns the rows to add.
+    /// Puts the state buffers back into `state`; returns the rows to add (when the step had
+    /// gradient rows).
     fn finish<B: Backend<FloatTensorPrimitive = NdArrayTensor>>(
         self,
         state: &mut RowState<B>,
-    ) -> SharedArray<f32> {
+    ) -> Option<SharedArray<f32>> {
         state.first = self.first.map(|(s, _)| util::float(tensor_from(s)));
         state.second = self.second.map(|(s, _)| util::float(tensor_from(s)));
         self.delta
@@ -347,7 +425,8 @@ fn state_buffer(state: &mut Option<(SharedArray<f32>, usize)>) -> (&mut [f32], u
 }
 
 /// Runs `f(k, delta row k, [the row of id ids[k] in each buffer])` for each k: `delta` is
-/// `[U, d]`, each buffer `[v, width]` (width 0: an absent buffer, given an empty row).
+/// `[U, d]` (without it, `f` gets a scratch row of `d` values, one per thread, as it was left),
+/// each buffer `[v, width]` (width 0: an absent buffer, given an empty row).
 ///
 /// The rows are split between threads when there are many: the ids of a coalesced gradient are
 /// strictly increasing, so each task's rows of every buffer lie in a range of rows no other task
@@ -358,7 +437,7 @@ fn for_each_row<const N: usize>(
     ids: &[i64],
     d: usize,
     v: usize,
-    delta: &mut [f32],
+    delta: Option<&mut [f32]>,
     buffers: [(&mut [f32], usize); N],
     f: impl Fn(usize, &mut [f32], [&mut [f32]; N]) + Sync,
 ) {
@@ -367,13 +446,14 @@ fn for_each_row<const N: usize>(
         && ids.windows(2).all(|p| p[0] < p[1])
         && ids.first().is_some_and(|&id| id >= 0)
         && ids.last().is_some_and(|&id| (id as u64) < v as u64);
+    let mut scratch = Vec::new();
     if !parallel {
-        let mut buffers = buffers;
+        let (mut buffers, mut delta) = (buffers, delta);
         for (k, &id) in ids.iter().enumerate() {
             let rows = buffers
                 .each_mut()
                 .map(|(buffer, width)| &mut buffer[row_start(id, *width, v)..][..*width]);
-            f(k, &mut delta[k * d..][..d], rows);
+            f(k, grad_row(&mut delta, &mut scratch, k, d), rows);
         }
         return;
     }
@@ -395,11 +475,16 @@ fn for_each_row<const N: usize>(
             pieces[task].push(piece);
         }
     }
-    delta
-        .par_chunks_mut(per_task * d)
+    let chunks: Vec<Option<&mut [f32]>> = match delta {
+        Some(delta) => delta.chunks_mut(per_task * d).map(Some).collect(),
+        None => bounds.iter().map(|_| None).collect(),
+    };
+    chunks
+        .into_par_iter()
         .zip(pieces)
         .zip(&bounds)
-        .for_each(|((chunk, pieces), &(k0, k1))| {
+        .for_each(|((mut chunk, pieces), &(k0, k1))| {
+            let mut scratch = Vec::new();
             let mut pieces: [&mut [f32]; N] = pieces.try_into().expect("one piece per buffer");
             let lo = ids[k0] as usize;
             for k in k0..k1 {
@@ -410,9 +495,25 @@ fn for_each_row<const N: usize>(
                     at += 1;
                     &mut piece[row * width..][..width]
                 });
-                f(k, &mut chunk[(k - k0) * d..][..d], rows);
+                f(k, grad_row(&mut chunk, &mut scratch, k - k0, d), rows);
             }
         });
+}
+
+/// Row `k` of `delta`, or the scratch row (allocated at the first call) when there is none.
+fn grad_row<'a>(
+    delta: &'a mut Option<&mut [f32]>,
+    scratch: &'a mut Vec<f32>,
+    k: usize,
+    d: usize,
+) -> &'a mut [f32] {
+    match delta {
+        Some(delta) => &mut delta[k * d..][..d],
+        None => {
+            scratch.resize(d, 0.0);
+            scratch
+        }
+    }
 }
 
 #[cfg(test)]
@@ -471,6 +572,96 @@ mod tests {
                 util::float::<B, 2>(got)
                     .into_data()
                     .assert_approx_eq::<f32>(&expected.into_data(), Default::default());
+            }
+        }
+    }
+
+    /// The one-pass fused step gives the very floats of the lookup's sparse backward followed by
+    /// the whole step, for every rule, with and without padding + `scale_grad_by_freq`, on a
+    /// batch large enough to be split between threads, a small one, and a broadcast gradient
+    /// (`sum().backward()`'s).
+    #[test]
+    fn fused_update_equals_backward_then_step() {
+        type B = NdArray;
+        let device = Default::default();
+        let (v, d) = (3000, 64);
+        let rules = [
+            SparseRule::Sgd { weight_decay: 0.1 },
+            SparseRule::Adagrad {
+                lr_decay: 0.01,
+                initial_accumulator_value: 0.1,
+                eps: 1e-10,
+            },
+            SparseRule::RowwiseAdagrad {
+                eps: 1e-8,
+                weight_decay: 0.2,
+            },
+            SparseRule::LazyAdam {
+                beta_1: 0.9,
+                beta_2: 0.999,
+                eps: 1e-8,
+                weight_decay: 0.01,
+            },
+        ];
+        let options = [
+            EmbeddingOptions::new(),
+            EmbeddingOptions::new()
+                .with_padding_idx(Some(7))
+                .with_scale_grad_by_freq(true),
+        ];
+        // 4096 tokens over ~2500 rows (repeats, padding among them), and 12 tokens.
+        let large: Vec<i64> = (0..4096i64).map(|i| (i * 7919) % 2503).collect();
+        let small: Vec<i64> = vec![7, 3, 3, 9, 7, 1, 2999, 3, 0, 0, 12, 7];
+        for rule in rules {
+            for options in &options {
+                for ids in [&large, &small] {
+                    let n = ids.len();
+                    let indices =
+                        Tensor::<B, 1, Int>::from_data(TensorData::new(ids.clone(), [n]), &device);
+                    let weight =
+                        Tensor::<B, 2>::random([v, d], Distribution::Normal(0.0, 1.0), &device);
+                    let (mut fused, mut two_part) =
+                        (RowState::<B>::default(), RowState::<B>::default());
+                    let mut expected = util::primitive(weight.clone().add_scalar(0.0));
+                    let mut got = util::primitive(weight.add_scalar(0.0));
+                    for step in 0..3 {
+                        let grad = if step == 2 {
+                            Tensor::<B, 1>::random([d], Distribution::Normal(0.0, 1.0), &device)
+                                .unsqueeze::<2>()
+                                .expand([n, d])
+                        } else {
+                            Tensor::<B, 2>::random([n, d], Distribution::Normal(0.0, 1.0), &device)
+                        };
+                        let (grad, indices) = (
+                            grad.into_primitive().tensor(),
+                            indices.clone().into_primitive(),
+                        );
+                        expected = fused_update(
+                            expected,
+                            grad.clone(),
+                            indices.clone(),
+                            options,
+                            &rule,
+                            0.1,
+                            &mut two_part,
+                        );
+                        got = B::embedding_fused_update(
+                            got, grad, indices, options, &rule, 0.1, &mut fused,
+                        );
+                    }
+                    assert_eq!(fused.step, two_part.step);
+                    util::float::<B, 2>(got)
+                        .into_data()
+                        .assert_eq(&util::float::<B, 2>(expected).into_data(), true);
+                    for (a, b) in [
+                        (fused.first, two_part.first),
+                        (fused.second, two_part.second),
+                    ] {
+                        if let (Some(a), Some(b)) = (a, b) {
+                            a.into_data().assert_eq(&b.into_data(), true);
+                        }
+                    }
+                }
             }
         }
     }

@@ -4,13 +4,14 @@
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::tensor::Tensor;
+use burn::tensor::TensorMetadata;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::ops::FloatTensor;
+use burn::tensor::ops::{FloatTensor, IntTensor};
 
 use super::rule::select_add;
 use super::{RowState, SparseRule};
-use crate::RowSparseGradient;
 use crate::util::{float, primitive};
+use crate::{EmbeddingBackend, EmbeddingOptions, RowSparseGradient};
 
 /// A backend on which the sparse-aware optimizers update a weight's rows.
 ///
@@ -54,11 +55,51 @@ pub trait SparseUpdate: Backend {
         let delta = Self::embedding_sparse_delta(&weight, rows, rule, lr, state);
         Self::embedding_add_rows(weight, delta)
     }
+
+    /// A step fused into a lookup's backward: the rows of the output gradient `grad` `[.., D]`
+    /// summed per id of `indices` `[..]` (the lookup's row-sparse backward, with the `options`
+    /// of its forward), then [`embedding_sparse_update`] with them: the same floats as
+    /// [`EmbeddingBackend::embedding_grad_sparse`] followed by that step. When no row is touched
+    /// (all padding) the weight is returned as it is and the step is not counted. NdArray sums
+    /// each row's tokens and steps the row at once, so the `[U, D]` rows are never stored.
+    ///
+    /// [`embedding_sparse_update`]: Self::embedding_sparse_update
+    fn embedding_fused_update(
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        options: &EmbeddingOptions,
+        rule: &SparseRule,
+        lr: f64,
+        state: &mut RowState<Self>,
+    ) -> FloatTensor<Self>
+    where
+        Self: EmbeddingBackend,
+    {
+        fused_update(weight, grad, indices, options, rule, lr, state)
+    }
+}
+
+/// [`SparseUpdate::embedding_fused_update`] in two parts: the coalesced rows, then the step.
+pub(crate) fn fused_update<B: SparseUpdate + EmbeddingBackend>(
+    weight: FloatTensor<B>,
+    grad: FloatTensor<B>,
+    indices: IntTensor<B>,
+    options: &EmbeddingOptions,
+    rule: &SparseRule,
+    lr: f64,
+    state: &mut RowState<B>,
+) -> FloatTensor<B> {
+    let num_embeddings = weight.shape()[0];
+    match B::embedding_grad_sparse(grad, indices, num_embeddings, options) {
+        Some(rows) => B::embedding_sparse_update(weight, rows, rule, lr, state),
+        None => weight,
+    }
 }
 
 /// The inner backend's update, on the values of untracked autodiff tensors (a fused table keeps
 /// its weight and state on the backend of its module).
-impl<B: SparseUpdate, C: CheckpointStrategy> SparseUpdate for Autodiff<B, C> {
+impl<B: SparseUpdate + EmbeddingBackend, C: CheckpointStrategy> SparseUpdate for Autodiff<B, C> {
     fn embedding_sparse_delta(
         weight: &FloatTensor<Self>,
         rows: RowSparseGradient<Self>,
@@ -66,18 +107,9 @@ impl<B: SparseUpdate, C: CheckpointStrategy> SparseUpdate for Autodiff<B, C> {
         lr: f64,
         state: &mut RowState<Self>,
     ) -> RowSparseGradient<Self> {
-        let mut inner = RowState {
-            step: state.step,
-            first: state.first.take().map(Tensor::inner),
-            second: state.second.take().map(Tensor::inner),
-        };
-        let delta =
-            B::embedding_sparse_delta(&weight.primitive, inner_rows(rows), rule, lr, &mut inner);
-        *state = RowState {
-            step: inner.step,
-            first: inner.first.map(Tensor::from_inner),
-            second: inner.second.map(Tensor::from_inner),
-        };
+        let delta = on_inner(state, |inner| {
+            B::embedding_sparse_delta(&weight.primitive, inner_rows(rows), rule, lr, inner)
+        });
         RowSparseGradient::new(
             Tensor::from_inner(delta.ids),
             Tensor::from_inner(delta.values),
@@ -91,6 +123,60 @@ impl<B: SparseUpdate, C: CheckpointStrategy> SparseUpdate for Autodiff<B, C> {
     ) -> FloatTensor<Self> {
         Self::from_inner(B::embedding_add_rows(Self::inner(weight), inner_rows(rows)))
     }
+
+    // The inner backend's whole step (NdArray's runs in one pass), not its two halves.
+    fn embedding_sparse_update(
+        weight: FloatTensor<Self>,
+        rows: RowSparseGradient<Self>,
+        rule: &SparseRule,
+        lr: f64,
+        state: &mut RowState<Self>,
+    ) -> FloatTensor<Self> {
+        Self::from_inner(on_inner(state, |inner| {
+            B::embedding_sparse_update(Self::inner(weight), inner_rows(rows), rule, lr, inner)
+        }))
+    }
+
+    fn embedding_fused_update(
+        weight: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        indices: IntTensor<Self>,
+        options: &EmbeddingOptions,
+        rule: &SparseRule,
+        lr: f64,
+        state: &mut RowState<Self>,
+    ) -> FloatTensor<Self> {
+        Self::from_inner(on_inner(state, |inner| {
+            B::embedding_fused_update(
+                Self::inner(weight),
+                Self::inner(grad),
+                Self::int_inner(indices),
+                options,
+                rule,
+                lr,
+                inner,
+            )
+        }))
+    }
+}
+
+/// Runs `f` on the inner tensors of an autodiff backend's rule state, and puts them back.
+fn on_inner<B: AutodiffBackend, T>(
+    state: &mut RowState<B>,
+    f: impl FnOnce(&mut RowState<B::InnerBackend>) -> T,
+) -> T {
+    let mut inner = RowState {
+        step: state.step,
+        first: state.first.take().map(Tensor::inner),
+        second: state.second.take().map(Tensor::inner),
+    };
+    let out = f(&mut inner);
+    *state = RowState {
+        step: inner.step,
+        first: inner.first.map(Tensor::from_inner),
+        second: inner.second.map(Tensor::from_inner),
+    };
+    out
 }
 
 fn inner_rows<B: AutodiffBackend>(
