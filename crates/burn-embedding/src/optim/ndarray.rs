@@ -487,8 +487,8 @@ fn for_each_row<const N: usize>(
             let mut scratch = Vec::new();
             let mut pieces: [&mut [f32]; N] = pieces.try_into().expect("one piece per buffer");
             let lo = ids[k0] as usize;
-            for k in k0..k1 {
-                let row = ids[k] as usize - lo;
+            for (k, &id) in ids.iter().enumerate().take(k1).skip(k0) {
+                let row = id as usize - lo;
                 let mut at = 0;
                 let rows = pieces.each_mut().map(|piece| {
                     let width = widths[at];
