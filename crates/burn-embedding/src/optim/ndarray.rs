@@ -521,14 +521,9 @@ mod tests {
     use super::*;
     use burn::tensor::{Distribution, TensorData};
 
-    /// Every rule on enough rows to be split between threads (and on ids out of order, which
-    /// run on one thread), as a delta and as a whole step, against the generic tensor-op rule.
-    #[test]
-    fn rows_split_between_threads_match_the_generic_rule() {
-        type B = NdArray;
-        let device = Default::default();
-        let (v, d) = (5000, 96);
-        let rules = [
+    /// Every rule, each with its options that change the arithmetic (decay, initial value).
+    fn rules() -> [SparseRule; 4] {
+        [
             SparseRule::Sgd { weight_decay: 0.1 },
             SparseRule::Adagrad {
                 lr_decay: 0.01,
@@ -545,10 +540,19 @@ mod tests {
                 eps: 1e-8,
                 weight_decay: 0.01,
             },
-        ];
+        ]
+    }
+
+    /// Every rule on enough rows to be split between threads (and on ids out of order, which
+    /// run on one thread), as a delta and as a whole step, against the generic tensor-op rule.
+    #[test]
+    fn rows_split_between_threads_match_the_generic_rule() {
+        type B = NdArray;
+        let device = Default::default();
+        let (v, d) = (5000, 96);
         let sorted: Vec<i64> = (0..1500).map(|i| i * 3 + i % 2).collect();
         let shuffled: Vec<i64> = sorted.iter().rev().copied().collect();
-        for rule in rules {
+        for rule in rules() {
             for ids in [&sorted, &shuffled] {
                 let weight =
                     Tensor::<B, 2>::random([v, d], Distribution::Normal(0.0, 1.0), &device);
@@ -585,24 +589,6 @@ mod tests {
         type B = NdArray;
         let device = Default::default();
         let (v, d) = (3000, 64);
-        let rules = [
-            SparseRule::Sgd { weight_decay: 0.1 },
-            SparseRule::Adagrad {
-                lr_decay: 0.01,
-                initial_accumulator_value: 0.1,
-                eps: 1e-10,
-            },
-            SparseRule::RowwiseAdagrad {
-                eps: 1e-8,
-                weight_decay: 0.2,
-            },
-            SparseRule::LazyAdam {
-                beta_1: 0.9,
-                beta_2: 0.999,
-                eps: 1e-8,
-                weight_decay: 0.01,
-            },
-        ];
         let options = [
             EmbeddingOptions::new(),
             EmbeddingOptions::new()
@@ -612,7 +598,7 @@ mod tests {
         // 4096 tokens over ~2500 rows (repeats, padding among them), and 12 tokens.
         let large: Vec<i64> = (0..4096i64).map(|i| (i * 7919) % 2503).collect();
         let small: Vec<i64> = vec![7, 3, 3, 9, 7, 1, 2999, 3, 0, 0, 12, 7];
-        for rule in rules {
+        for rule in rules() {
             for options in &options {
                 for ids in [&large, &small] {
                     let n = ids.len();
