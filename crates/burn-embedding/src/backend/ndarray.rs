@@ -238,14 +238,14 @@ pub(crate) fn tensor_from(array: SharedArray<f32>) -> NdArrayTensor {
     NdArrayTensor::from(array)
 }
 
-/// How many rows ahead a gather asks the CPU to fetch: random rows of a large table miss the
+/// How many rows ahead a gather (or a step's row loop) asks the CPU to fetch: random rows of a large table miss the
 /// caches and the TLB, and fetching ahead overlaps those misses (as FBGEMM's kernels do).
-const PREFETCH_DISTANCE: usize = 8;
+pub(crate) const PREFETCH_DISTANCE: usize = 8;
 
 /// Hints the CPU to bring row `id` of `table` (`[rows, d]`) into the cache. Only in-range
 /// rows: the address is computed, never wrapped.
 #[inline(always)]
-fn prefetch_row(table: &[f32], id: i64, d: usize, rows: usize) {
+pub(crate) fn prefetch_row(table: &[f32], id: i64, d: usize, rows: usize) {
     #[cfg(target_arch = "x86_64")]
     {
         use core::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};

@@ -18,7 +18,8 @@ use super::update::fused_update;
 use super::{RowState, SparseRule, SparseUpdate};
 use crate::backend::cpu::{PARALLEL_MIN_VALUES, add_row};
 use crate::backend::ndarray::{
-    TokenRows, contiguous, host_ids, row_start, take_state, tensor_from,
+    PREFETCH_DISTANCE, TokenRows, contiguous, host_ids, prefetch_row, row_start, take_state,
+    tensor_from,
 };
 use crate::coalesce::Coalesced;
 use crate::util;
@@ -488,6 +489,14 @@ fn for_each_row<const N: usize>(
             let mut pieces: [&mut [f32]; N] = pieces.try_into().expect("one piece per buffer");
             let lo = ids[k0] as usize;
             for (k, &id) in ids.iter().enumerate().take(k1).skip(k0) {
+                // The rows of a table are far apart (a cache and a TLB miss each): asking for
+                // the rows ahead overlaps those misses, as the gather does.
+                if let Some(&ahead) = ids[..k1].get(k + PREFETCH_DISTANCE) {
+                    let row = ahead - lo as i64;
+                    for (piece, &width) in pieces.iter().zip(&widths).filter(|(_, w)| **w > 0) {
+                        prefetch_row(piece, row, width, piece.len() / width);
+                    }
+                }
                 let row = id as usize - lo;
                 let mut at = 0;
                 let rows = pieces.each_mut().map(|piece| {
