@@ -113,7 +113,9 @@ impl<B: EmbeddingBackend + SparseUpdate> Word2Vec<B> {
         (u, t)
     }
 
-    /// The mean negative-sampling loss of a batch, `[1]`.
+    /// The mean negative-sampling loss of a batch, `[1]`: a value, computed on the host and
+    /// not tracked (training goes through [`TrainStep::step`], whose gradients are in closed
+    /// form).
     pub fn loss(&self, batch: SkipGramBatch<B>) -> Tensor<B, 1> {
         let (u, t) = self.vectors(batch);
         negative_sampling(u, t, false).0
@@ -137,7 +139,12 @@ fn negative_sampling<B: Backend>(
 ) -> (Tensor<B, 1>, Option<(Tensor<B, 3>, Tensor<B, 3>)>) {
     let device = t.device();
     let [n, targets, d] = t.dims();
-    let host = |x: Tensor<B, 3>| x.into_data().into_vec::<f32>().expect("f32 vectors");
+    let host = |x: Tensor<B, 3>| {
+        x.into_data()
+            .convert::<f32>()
+            .into_vec::<f32>()
+            .expect("converted to f32")
+    };
     let (u, t) = (host(u), host(t));
     let scale = 1.0 / n as f32;
     let mut loss = 0.0f64;

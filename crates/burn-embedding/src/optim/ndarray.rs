@@ -132,6 +132,15 @@ where
             return fused_update(weight, grad, indices, options, rule, lr, state);
         };
         let [v, d] = [storage.shape()[0], storage.shape()[1]];
+        // Checked before anything is read or the state is touched: the rows are read as `d`
+        // values each (the lookup always hands over `[.., d]` for its `[..]` ids).
+        let grad_dims = g.shape();
+        assert!(
+            grad_dims.last() == Some(&d)
+                && grad_dims[..grad_dims.len() - 1].iter().product::<usize>() == ids.len(),
+            "the output gradient {grad_dims:?} does not match {} ids of a [{v}, {d}] table",
+            ids.len()
+        );
         let batch = Coalesced::new(&ids, options.padding_idx);
         if batch.unique.is_empty() {
             return weight;
@@ -658,6 +667,39 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A gradient of another width, or with another number of rows than ids, is refused before
+    /// anything is read or the state advanced (a broadcast gradient of 4 values is never read as
+    /// 6).
+    #[test]
+    fn fused_update_refuses_a_gradient_of_another_shape() {
+        type B = NdArray;
+        let device = Default::default();
+        let ids = || {
+            Tensor::<B, 1, Int>::from_data(TensorData::new(vec![1i64, 2, 2], [3]), &device)
+                .into_primitive()
+        };
+        let narrow = Tensor::<B, 1>::ones([4], &device)
+            .unsqueeze::<2>()
+            .expand([3, 4]);
+        let short = Tensor::<B, 2>::ones([2, 6], &device);
+        for grad in [narrow, short] {
+            let mut state = RowState::<B>::default();
+            let weight = util::primitive(Tensor::<B, 2>::zeros([5, 6], &device));
+            let rule = SparseRule::Sgd { weight_decay: 0.0 };
+            let grad = grad.into_primitive().tensor();
+            let options = EmbeddingOptions::new();
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                B::embedding_fused_update(weight, grad, ids(), &options, &rule, 0.1, &mut state)
+            }));
+            let message = *outcome.expect_err("refused").downcast::<String>().unwrap();
+            assert!(
+                message.contains("does not match 3 ids of a [5, 6] table"),
+                "{message}"
+            );
+            assert_eq!(state.step, 0);
         }
     }
 
