@@ -28,15 +28,24 @@
 //!   no marker, nothing applied.
 //!
 //! Signature values are integers in `1..=4096`, so a sum of up to 4096 markers is exact in f32.
+//!
+//! A lookup's rows wait as its output gradient with its ids ([`TicketRows::Tokens`]), as
+//! PyTorch's uncoalesced sparse gradient does: they are summed per id when first read, so a
+//! backward costs no more than PyTorch's, and a step that is given that one ticket can sum and
+//! update each row in one pass ([`SparseUpdate::embedding_fused_update`]) without ever storing
+//! the summed rows.
+//!
+//! [`SparseUpdate::embedding_fused_update`]: crate::optim::SparseUpdate::embedding_fused_update
 
 use std::any::{Any, TypeId};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::ops::{FloatTensor, IntTensor};
+use burn::tensor::{Tensor, TensorData, TensorMetadata};
 
-use crate::RowSparseGradient;
+use crate::{EmbeddingBackend, EmbeddingOptions, RowSparseGradient};
 
 /// Columns of a marker (rows: 2, or 3 for a weight of 2 rows).
 const MARKER_COLS: usize = 64;
@@ -92,9 +101,67 @@ impl Class {
     }
 }
 
+/// The rows of a ticket.
+#[derive(Debug, Clone)]
+pub(crate) enum TicketRows<B: Backend> {
+    /// Summed per id.
+    Rows(RowSparseGradient<B>),
+    /// Not summed yet.
+    Tokens(TokenGrad<B>),
+}
+
+/// A lookup's row-sparse gradient before the sum per id: its output gradient `[.., D]`, its ids
+/// `[..]` and the options of its forward.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenGrad<B: Backend> {
+    pub grad: FloatTensor<B>,
+    pub indices: IntTensor<B>,
+    pub num_embeddings: usize,
+    pub options: EmbeddingOptions,
+}
+
+impl<B: EmbeddingBackend> TokenGrad<B> {
+    /// The rows summed per id (the lookup's row-sparse backward); `None` when none is touched.
+    pub fn rows(self) -> Option<RowSparseGradient<B>> {
+        B::embedding_grad_sparse(self.grad, self.indices, self.num_embeddings, &self.options)
+    }
+}
+
+impl<B: Backend> TicketRows<B> {
+    /// The device the rows are on.
+    pub fn device(&self) -> B::Device {
+        match self {
+            Self::Rows(rows) => rows.values.device(),
+            Self::Tokens(tokens) => B::float_device(&tokens.grad),
+        }
+    }
+
+    /// `[num_embeddings, dim]` of the weight.
+    pub fn weight_shape(&self) -> [usize; 2] {
+        match self {
+            Self::Rows(rows) => [rows.num_embeddings, rows.dim()],
+            Self::Tokens(tokens) => {
+                let shape = tokens.grad.shape();
+                [tokens.num_embeddings, shape[shape.num_dims() - 1]]
+            }
+        }
+    }
+}
+
+impl<B: EmbeddingBackend> TicketRows<B> {
+    /// The rows summed per id; `None` when none is touched.
+    pub fn rows(self) -> Option<RowSparseGradient<B>> {
+        match self {
+            Self::Rows(rows) => Some(rows),
+            Self::Tokens(tokens) => tokens.rows(),
+        }
+    }
+}
+
 struct Waiting {
     ticket: u64,
     class: Class,
+    /// A [`TicketRows`] of the class's backend.
     rows: Box<dyn Any + Send>,
     renorm: Option<Renorm>,
     /// The autodiff node of the weight tensor the lookup read.
@@ -127,15 +194,15 @@ fn signature(ticket: u64, len: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Leaves `rows` waiting under a fresh ticket and returns the marker to register in the weight's
-/// place: `[2, 64]` (see [`marker_shape`]).
+/// Leaves the rows of a `[num_embeddings, dim]` weight waiting under a fresh ticket and returns
+/// the marker to register in the weight's place: `[2, 64]` (see [`marker_shape`]).
 pub(crate) fn issue<B: Backend>(
-    rows: RowSparseGradient<B>,
+    rows: TicketRows<B>,
     renorm: Option<Renorm>,
     weight_node: u64,
 ) -> Tensor<B, 2> {
-    let (num_embeddings, dim) = (rows.num_embeddings, rows.dim());
-    let device = rows.values.device();
+    let [num_embeddings, dim] = rows.weight_shape();
+    let device = rows.device();
     let shape = marker_shape(num_embeddings, dim);
     let ticket = NEXT_TICKET.fetch_add(1, Ordering::Relaxed);
     let class = Class::of::<B>(num_embeddings, dim);
@@ -169,8 +236,12 @@ pub(crate) fn issue<B: Backend>(
 pub(crate) struct Presented<B: Backend> {
     /// The tickets whose rows are in `rows`.
     pub tickets: Vec<u64>,
-    /// `sum_t c_t * rows(t)`, coalesced; `None` when every coefficient is zero.
+    /// `sum_t c_t * rows(t)`, coalesced; `None` when every coefficient is zero, or when the
+    /// rows are left in `tokens`.
     pub rows: Option<RowSparseGradient<B>>,
+    /// The one ticket's rows not summed yet, when [`decode`] was allowed to leave them so
+    /// (one ticket, coefficient 1, no renormalisation, on the step's device).
+    pub tokens: Option<TokenGrad<B>>,
     /// The renormalisations the lookups applied, with the ids each read.
     pub renorms: Vec<(Renorm, Vec<i64>)>,
 }
@@ -198,18 +269,20 @@ impl core::fmt::Display for Undecodable {
 }
 
 /// Reads the marker of a `[num_embeddings, dim]` weight: the tickets it names, with their rows
-/// summed (each times its coefficient) and moved to `device`. Nothing is removed.
+/// summed (each times its coefficient) and moved to `device`. Nothing is removed. With
+/// `keep_tokens`, the rows of a lone ticket (coefficient 1, no renormalisation, on `device`)
+/// that are not summed yet are handed over as they are (see [`Presented::tokens`]).
 ///
 /// The tickets read from `weight_node` (the weight tensor of the step) are tried first, alone:
 /// they explain the marker in every single-device pattern, whatever other row sets of the shape
 /// wait (dropped gradients of other weights), so the solve stays small. The forks of
 /// multi-device training have other nodes; their markers are solved over every ticket.
-pub(crate) fn decode<B: Backend>(
+pub(crate) fn decode<B: EmbeddingBackend>(
     marker: Tensor<B, 2>,
-    num_embeddings: usize,
-    dim: usize,
+    [num_embeddings, dim]: [usize; 2],
     weight_node: u64,
     device: &B::Device,
+    keep_tokens: bool,
 ) -> Result<Presented<B>, Undecodable> {
     let values: Vec<f64> = marker
         .into_data()
@@ -218,23 +291,22 @@ pub(crate) fn decode<B: Backend>(
         .map(f64::from)
         .collect();
     let class = Class::of::<B>(num_embeddings, dim);
-    let candidates = |same_weight: bool| -> Vec<(u64, RowSparseGradient<B>, Option<Renorm>)> {
+    type Candidate<B> = (u64, TicketRows<B>, Option<Renorm>);
+    let candidates = |same_weight: bool| -> Vec<Candidate<B>> {
         waiting()
             .iter()
             .filter(|w| w.class == class && (!same_weight || w.weight_node == weight_node))
             .map(|w| {
                 let rows = w
                     .rows
-                    .downcast_ref::<RowSparseGradient<B>>()
+                    .downcast_ref::<TicketRows<B>>()
                     .expect("a class holds rows of its own backend")
                     .clone();
                 (w.ticket, rows, w.renorm)
             })
             .collect()
     };
-    let tickets = |c: &[(u64, RowSparseGradient<B>, Option<Renorm>)]| -> Vec<u64> {
-        c.iter().map(|c| c.0).collect()
-    };
+    let tickets = |c: &[Candidate<B>]| -> Vec<u64> { c.iter().map(|c| c.0).collect() };
     let mut candidates_found = candidates(true);
     let coefficients = match solve(&tickets(&candidates_found), &values) {
         Some(coefficients) => coefficients,
@@ -247,17 +319,38 @@ pub(crate) fn decode<B: Backend>(
             })?
         }
     };
-    let candidates = candidates_found;
+    let named: Vec<(Candidate<B>, f64)> = candidates_found
+        .into_iter()
+        .zip(coefficients)
+        .filter(|(_, c)| *c != 0.0)
+        .collect();
+    if let [((ticket, TicketRows::Tokens(tokens), None), c)] = &named[..]
+        && keep_tokens
+        && *c == 1.0
+        && &B::float_device(&tokens.grad) == device
+    {
+        return Ok(Presented {
+            tickets: vec![*ticket],
+            rows: None,
+            tokens: Some(tokens.clone()),
+            renorms: Vec::new(),
+        });
+    }
     let mut presented = Presented {
         tickets: Vec::new(),
         rows: None,
+        tokens: None,
         renorms: Vec::new(),
     };
-    for ((ticket, rows, renorm), c) in candidates.into_iter().zip(coefficients) {
-        if c == 0.0 {
-            continue;
-        }
+    for ((ticket, rows, renorm), c) in named {
         presented.tickets.push(ticket);
+        let summed = matches!(rows, TicketRows::Tokens(_));
+        let Some(rows) = rows.rows() else {
+            continue;
+        };
+        if summed {
+            remember(ticket, rows.clone());
+        }
         if let Some(renorm) = renorm {
             presented.renorms.push((renorm, rows.ids_vec()));
         }
@@ -269,6 +362,14 @@ pub(crate) fn decode<B: Backend>(
         });
     }
     Ok(presented)
+}
+
+/// Keeps the summed rows of a ticket whose token gradient was just summed, so that the next
+/// read (a step after `sparse_grad`) does not sum them again.
+fn remember<B: Backend>(ticket: u64, rows: RowSparseGradient<B>) {
+    if let Some(w) = waiting().iter_mut().find(|w| w.ticket == ticket) {
+        w.rows = Box::new(TicketRows::Rows(rows));
+    }
 }
 
 /// The coefficients `c` with `sum_t c_t * signature(t) = marker`, or `None` when no combination
@@ -369,18 +470,19 @@ pub(crate) fn settle(presented: &[u64], weight_node: u64) {
 ///
 /// # Panics
 /// When the marker names rows that were dropped (see [`Undecodable`]).
-pub(crate) fn read_marker<B: Backend>(
+pub(crate) fn read_marker<B: EmbeddingBackend>(
     grad: &Tensor<B, 2>,
-    num_embeddings: usize,
-    dim: usize,
+    [num_embeddings, dim]: [usize; 2],
     weight_node: u64,
     device: &B::Device,
+    keep_tokens: bool,
 ) -> Option<Presented<B>> {
     if grad.dims() != marker_shape(num_embeddings, dim) || !can_carry(num_embeddings, dim) {
         return None;
     }
+    let shape = [num_embeddings, dim];
     Some(
-        decode(grad.clone(), num_embeddings, dim, weight_node, device)
+        decode(grad.clone(), shape, weight_node, device, keep_tokens)
             .unwrap_or_else(|err| panic!("burn-embedding: {err}")),
     )
 }

@@ -34,7 +34,8 @@ pub fn sparse_grad_remove<B: SparseGradients>(
     let grad = weight.grad_remove(grads)?;
     let [num_embeddings, dim] = weight.dims();
     let node = B::weight_node(&weight.clone().into_primitive().tensor());
-    let Some(presented) = read_marker(&grad, num_embeddings, dim, node, &weight.device()) else {
+    let shape = [num_embeddings, dim];
+    let Some(presented) = read_marker(&grad, shape, node, &weight.device(), false) else {
         weight.grad_replace(grads, grad);
         return None;
     };
@@ -67,5 +68,5 @@ pub fn sparse_grad<B: SparseGradients>(
     let grad = weight.grad(grads)?;
     let [num_embeddings, dim] = weight.dims();
     let node = B::weight_node(&weight.clone().into_primitive().tensor());
-    read_marker(&grad, num_embeddings, dim, node, &weight.device())?.rows
+    read_marker(&grad, [num_embeddings, dim], node, &weight.device(), false)?.rows
 }

@@ -240,7 +240,7 @@ where
     type Output = Word2VecOutput<B>;
 
     /// The loss and its gradients are computed on the lookups' values in closed form
-    /// ([`negative_sampling`]) and handed to the lookups by one seeded backward: the autodiff
+    /// (`negative_sampling`) and handed to the lookups by one seeded backward: the autodiff
     /// graph is the two lookups.
     fn step(&self, batch: SkipGramBatch<B>) -> TrainOutput<Word2VecOutput<B>> {
         let (u, t) = self.vectors(batch);

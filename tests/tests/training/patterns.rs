@@ -11,7 +11,10 @@ use burn::optim::{GradientsParams, LearningRate, MultiGradientsParams, Optimizer
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
-use burn_embedding::optim::{LazyAdamConfig, SparseOptimizer, SparseRule, SparseSgdConfig};
+use burn_embedding::optim::{
+    LazyAdamConfig, RowwiseAdagradConfig, SparseAdagradConfig, SparseOptimizer, SparseRule,
+    SparseSgdConfig,
+};
 use burn_embedding::{
     Embedding, EmbeddingBag, EmbeddingBagConfig, EmbeddingConfig, EmbeddingOptions, NormType,
     functional, sparse_grad,
@@ -425,4 +428,74 @@ fn a_burn_nn_record_loads() {
         .load_file(&path, &recorder, &device)
         .unwrap();
     assert_eq!(values(ours.weight.val()), expected);
+}
+
+/// 13. A step that finds the table's storage held by no one else updates it in place, straight
+///     from the token gradients; a step whose table is also held elsewhere (a snapshot, an
+///     earlier copy of the model) leaves that holder untouched. Both give the same bits, for
+///     every rule, option and number of lookups.
+#[test]
+fn a_step_in_place_equals_a_step_on_a_shared_table() {
+    let rules = [
+        SparseSgdConfig::new().with_weight_decay(0.1).rule(),
+        SparseAdagradConfig::new()
+            .with_lr_decay(0.01)
+            .with_initial_accumulator_value(0.1)
+            .rule(),
+        RowwiseAdagradConfig::new().rule(),
+        LazyAdamConfig::new().rule(),
+    ];
+    let plain = EmbeddingOptions::new().with_sparse(true);
+    let options = [
+        plain,
+        plain.with_scale_grad_by_freq(true),
+        plain.with_padding_idx(Some(2)),
+        plain.with_max_norm(Some(1.0)),
+    ];
+    let batches: [&[i64]; 3] = [&[1, 4, 1, 2], &[2, 7, 7, 7], &[0, 11, 4, 2]];
+    for rule in rules {
+        for options in options {
+            for lookups in [1, 2] {
+                let case = format!("{rule:?}, {options:?}, {lookups} lookup(s)");
+                let new = || Embedding::from_pretrained(table(12, 3, 5.0), false, options).unwrap();
+                let (mut alone, mut shared) = (new(), new());
+                let mut optims =
+                    [(); 2].map(|_| SparseOptimizer::<_, Ad>::new(rule, SgdConfig::new().init()));
+                let loss = |emb: &Embedding<Ad>, batch: &[i64]| {
+                    let mut loss = Tensor::<Ad, 2>::zeros([batch.len(), 3], &Default::default());
+                    for k in 0..lookups {
+                        let out: Tensor<Ad, 2> = emb.forward(ids(batch, [batch.len()]));
+                        loss = loss + out.mul_scalar(k as f32 + 1.0);
+                    }
+                    loss.sin().sum()
+                };
+                for batch in batches {
+                    let grads = GradientsParams::from_grads(loss(&alone, batch).backward(), &alone);
+                    alone = Optimizer::<Embedding<Ad>, Ad>::step(&mut optims[0], 0.1, alone, grads);
+                    // Updated now, or (renormalised rows) left to be added at the next read.
+                    let in_place = options.max_norm.is_none();
+                    assert_eq!(alone.weight.is_initialized(), in_place, "{case}");
+
+                    let snapshot = shared.weight.val().inner();
+                    let before = values(snapshot.clone());
+                    let grads =
+                        GradientsParams::from_grads(loss(&shared, batch).backward(), &shared);
+                    shared =
+                        Optimizer::<Embedding<Ad>, Ad>::step(&mut optims[1], 0.1, shared, grads);
+                    assert!(!shared.weight.is_initialized(), "{case}: not in place");
+                    assert_eq!(
+                        values(snapshot),
+                        before,
+                        "{case}: the snapshot is untouched"
+                    );
+                }
+                let (a, s) = (
+                    values(alone.weight.val().inner()),
+                    values(shared.weight.val().inner()),
+                );
+                assert_eq!(a, s, "{case}");
+                assert_ne!(a, values(table(12, 3, 5.0).inner()), "{case}: it trained");
+            }
+        }
+    }
 }

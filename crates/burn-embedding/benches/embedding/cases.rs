@@ -17,6 +17,7 @@ use burn_embedding::optim::SparseUpdate;
 use burn_embedding::optim::{LazyAdamConfig, RowwiseAdagradConfig, SparseSgdConfig};
 use burn_embedding::{
     BagMode, Embedding, EmbeddingBackend, EmbeddingBag, EmbeddingOptions, backward_with,
+    clear_pending_sparse_grads,
 };
 
 use crate::record::Record;
@@ -252,18 +253,32 @@ fn ours<B: EmbeddingBackend + SparseUpdate>(
     };
     let sparse = EmbeddingOptions::new().with_sparse(true);
     let tracked = Embedding::<Ad<B>>::from_pretrained(weight_ad.clone(), false, sparse).unwrap();
+    let tracked_weight = tracked.weight.val();
     for (op, summed) in [
         ("forward_backward_sparse", false),
         ("forward_backward_sparse_sum", true),
     ] {
+        // As PyTorch's `.grad` after a sparse backward (an uncoalesced COO tensor of the
+        // tokens' gradients), the gradient stays in `grads` as it came out of the backward;
+        // dropping it is PyTorch's `weight.grad = None`.
         rec.time(op, false, || {
             let out: Tensor<Ad<B>, 3> = tracked.forward(idx.clone());
-            let mut grads = backward(out, summed);
-            let rows = tracked.sparse_grad_remove(&mut grads).expect("rows");
-            assert_eq!(rows.values.dims()[1], d);
+            let grads = backward(out, summed);
+            assert!(tracked_weight.grad(&grads).is_some());
+            drop(grads);
+            clear_pending_sparse_grads();
             sync();
         });
     }
+    // The same, with the gradient read out as coalesced rows (one per unique id).
+    rec.time("forward_backward_sparse_rows", false, || {
+        let out: Tensor<Ad<B>, 3> = tracked.forward(idx.clone());
+        let mut grads = backward(out, false);
+        let rows = tracked.sparse_grad_remove(&mut grads).expect("rows");
+        assert_eq!(rows.values.dims()[1], d);
+        sync();
+    });
+    drop(tracked_weight);
     drop(tracked);
 
     // Training steps: forward + backward + an optimizer step. The weight is copied once per op

@@ -54,13 +54,14 @@ pub const SERIES: [&str; 6] = [
 ];
 
 /// Ops in table order; the `sparse` steps of burn::nn are its dense ones (it has no other).
-pub const OPS: [&str; 13] = [
+pub const OPS: [&str; 14] = [
     "forward",
     "forward_autodiff",
     "sum_backward",
     "forward_backward",
     "forward_backward_nondeterministic",
     "forward_backward_sparse",
+    "forward_backward_sparse_rows",
     "step_sgd",
     "step_adam",
     "step_sparse_sgd",

@@ -9,9 +9,9 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{IndexingUpdateOp, TensorMetadata};
 
 use super::EmbeddingBackend;
-use crate::carrier::{self, Renorm};
+use crate::EmbeddingOptions;
+use crate::carrier::{self, Renorm, TicketRows, TokenGrad};
 use crate::util::{float, primitive};
-use crate::{EmbeddingOptions, RowSparseGradient};
 
 /// The weight of a backward op: an autodiff tensor with the weight's node (its values are a
 /// stand-in, never read: burn looks gradients up by node id), and whether the weight is a leaf
@@ -50,7 +50,20 @@ pub(super) fn deliver_token_grad<B: EmbeddingBackend>(
     options: &EmbeddingOptions,
 ) {
     if options.sparse && weight.is_leaf {
-        let rows = B::embedding_grad_sparse(token_grad, indices, num_embeddings, options);
+        let shape = token_grad.shape();
+        let rows = match options.padding_idx {
+            // Every token has a row: the rows wait as they are and are summed per id when
+            // first read (PyTorch's uncoalesced gradient; see `carrier`).
+            None if shape.num_elements() > 0 => Some(TicketRows::Tokens(TokenGrad {
+                grad: token_grad,
+                indices,
+                num_embeddings,
+                options: *options,
+            })),
+            // Summed now, so that a batch of padding alone leaves no gradient at all.
+            _ => B::embedding_grad_sparse(token_grad, indices, num_embeddings, options)
+                .map(TicketRows::Rows),
+        };
         deliver_rows::<B>(grads, weight, rows, options);
     } else {
         let dense = B::embedding_grad_dense(token_grad, indices, num_embeddings, options);
@@ -68,18 +81,22 @@ pub(super) fn deliver_token_grad<B: EmbeddingBackend>(
 pub(super) fn deliver_rows<B: EmbeddingBackend>(
     grads: &mut Gradients,
     weight: &WeightNode<B>,
-    rows: Option<RowSparseGradient<B>>,
+    rows: Option<TicketRows<B>>,
     options: &EmbeddingOptions,
 ) {
     let Some(rows) = rows else {
         return;
     };
-    let (num_embeddings, dim) = (rows.num_embeddings, rows.dim());
+    let [num_embeddings, dim] = rows.weight_shape();
     let id = weight.handle.node.id;
     // What other ops of the graph already registered for the weight.
     let earlier = grads.remove::<B>(&weight.handle);
     match earlier {
         Some(earlier) if earlier.shape().as_slice() == [num_embeddings, dim] => {
+            let Some(rows) = rows.rows() else {
+                grads.register::<B>(id, earlier);
+                return;
+            };
             let dense = float::<B, 2>(earlier).select_assign(
                 0,
                 rows.ids,
@@ -94,7 +111,9 @@ pub(super) fn deliver_rows<B: EmbeddingBackend>(
                 grads.register::<B>(id, marker);
             }
             if !carrier::can_carry(num_embeddings, dim) {
-                grads.register::<B>(id, primitive(rows.to_dense()));
+                if let Some(rows) = rows.rows() {
+                    grads.register::<B>(id, primitive(rows.to_dense()));
+                }
                 return;
             }
             let renorm = options.max_norm.map(|max_norm| Renorm {

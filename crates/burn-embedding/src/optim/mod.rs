@@ -53,7 +53,7 @@ pub use state::{RowState, RowStateRecord};
 pub use update::SparseUpdate;
 
 use crate::backend::reference::renorm_rows;
-use crate::carrier::{self, Presented, Renorm};
+use crate::carrier::{self, Presented, Renorm, TokenGrad};
 use crate::probe;
 use crate::{EmbeddingBackend, RowSparseGradient};
 
@@ -61,7 +61,9 @@ use crate::{EmbeddingBackend, RowSparseGradient};
 /// backend runs the sparse update: the bound of the sparse-aware optimizers and of
 /// [`sparse_grad_remove`](crate::sparse_grad_remove). Implemented for every `Autodiff<B, C>`
 /// with `B: EmbeddingBackend + SparseUpdate` (NdArray, LibTorch, wgpu).
-pub trait SparseGradients: AutodiffBackend<InnerBackend: SparseUpdate> + EmbeddingBackend {
+pub trait SparseGradients:
+    AutodiffBackend<InnerBackend: SparseUpdate + EmbeddingBackend> + EmbeddingBackend
+{
     /// The autodiff node id of a weight tensor, which the backward records with its rows.
     #[doc(hidden)]
     fn weight_node(weight: &FloatTensor<Self>) -> u64;
@@ -226,12 +228,17 @@ impl<B: SparseGradients, G: Markers<B::InnerBackend>> ModuleVisitor<B> for FindR
         let mut presented = Presented {
             tickets: Vec::new(),
             rows: None,
+            tokens: None,
             renorms: Vec::new(),
         };
-        // One marker per device that computed gradients: each names the tickets made there.
+        // One marker per device that computed gradients: each names the tickets made there. A
+        // lone marker may hand over a lookup's rows not summed yet, for the step to sum and
+        // apply in one pass.
+        let keep_tokens = markers.len() == 1;
         for marker in markers {
-            let [v, d] = shape;
-            let more = carrier::read_marker(&marker, v, d, weight_node, &device).expect("a marker");
+            let more = carrier::read_marker(&marker, shape, weight_node, &device, keep_tokens)
+                .expect("a marker");
+            presented.tokens = more.tokens;
             presented.tickets.extend(more.tickets);
             presented.renorms.extend(more.renorms);
             presented.rows = match (presented.rows.take(), more.rows) {
@@ -289,18 +296,36 @@ impl<B: SparseGradients> ModuleMapper<B> for ApplyRows<'_, B> {
         let Presented {
             tickets,
             rows,
+            tokens,
             renorms,
         } = found.presented;
         self.settled.push((tickets, found.weight_node));
-        let Some(rows) = rows else {
+        if rows.is_none() && tokens.is_none() {
             return param;
-        };
+        }
         let (id, tensor, mapper) = param.consume();
         let require_grad = tensor.is_require_grad();
         let (shape, device) = (tensor.shape(), tensor.device());
         let weight = tensor.inner().into_primitive().tensor();
-        let renorm = renorm_delta::<B::InnerBackend>(&weight, &rows, &renorms);
         let state = self.states.entry(id).or_default();
+        // Nothing else holds the weight (a plain training loop): the step writes its rows in
+        // place now, in one pass over the rows (summing a lookup's token rows on the way).
+        if renorms.is_empty() && B::InnerBackend::embedding_weight_is_unique(&weight) {
+            let weight = match (tokens, rows) {
+                (Some(t), _) => B::InnerBackend::embedding_fused_update(
+                    weight, t.grad, t.indices, &t.options, &self.rule, self.lr, state,
+                ),
+                (None, Some(rows)) => B::InnerBackend::embedding_sparse_update(
+                    weight, rows, &self.rule, self.lr, state,
+                ),
+                (None, None) => unreachable!("checked above"),
+            };
+            return Param::from_mapped_value(id, tracked::<B, D>(weight, require_grad), mapper);
+        }
+        let Some(rows) = rows.or_else(|| tokens.and_then(TokenGrad::rows)) else {
+            return Param::from_mapped_value(id, tracked::<B, D>(weight, require_grad), mapper);
+        };
+        let renorm = renorm_delta::<B::InnerBackend>(&weight, &rows, &renorms);
         let delta = rows_to_add(&self.rule, self.lr, &weight, rows, renorm, state);
         // burn 0.21 cannot give a lazy parameter an existing load/save mapper, only wrap it in
         // a new one, and wrapping it every step would nest the wrappers without end. Such a

@@ -84,6 +84,10 @@ where
         tensor_from(weight)
     }
 
+    fn embedding_weight_is_unique(weight: &FloatTensor<Self>) -> bool {
+        matches!(weight, NdArrayTensor::F32(storage) if storage.is_unique())
+    }
+
     fn embedding_sparse_update(
         weight: FloatTensor<Self>,
         rows: RowSparseGradient<Self>,

@@ -22,6 +22,10 @@ impl<E: TchElement> SparseUpdate for LibTorch<E> {
         rule.delta(lr, &weight, rows, state, add_rows_in_place)
     }
 
+    fn embedding_weight_is_unique(weight: &FloatTensor<Self>) -> bool {
+        weight.can_mut()
+    }
+
     fn embedding_add_rows(
         weight: FloatTensor<Self>,
         rows: RowSparseGradient<Self>,

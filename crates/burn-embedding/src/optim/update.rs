@@ -41,6 +41,18 @@ pub trait SparseUpdate: Backend {
         primitive(select_add(float(weight), rows.ids, rows.values))
     }
 
+    /// Whether nothing else holds `weight`'s storage, so that [`embedding_sparse_update`] and
+    /// [`embedding_fused_update`] write it in place: a step then updates the rows at once
+    /// instead of leaving them to be added at the weight's next read. `false` where the
+    /// backend cannot tell.
+    ///
+    /// [`embedding_sparse_update`]: Self::embedding_sparse_update
+    /// [`embedding_fused_update`]: Self::embedding_fused_update
+    fn embedding_weight_is_unique(weight: &FloatTensor<Self>) -> bool {
+        let _ = weight;
+        false
+    }
+
     /// One whole step: [`embedding_sparse_delta`] then [`embedding_add_rows`].
     ///
     /// [`embedding_sparse_delta`]: Self::embedding_sparse_delta
@@ -122,6 +134,10 @@ impl<B: SparseUpdate + EmbeddingBackend, C: CheckpointStrategy> SparseUpdate for
         rows: RowSparseGradient<Self>,
     ) -> FloatTensor<Self> {
         Self::from_inner(B::embedding_add_rows(Self::inner(weight), inner_rows(rows)))
+    }
+
+    fn embedding_weight_is_unique(weight: &FloatTensor<Self>) -> bool {
+        B::embedding_weight_is_unique(&weight.primitive)
     }
 
     // The inner backend's whole step (NdArray's runs in one pass), not its two halves.
