@@ -29,11 +29,13 @@
 //!
 //! Signature values are integers in `1..=4096`, so a sum of up to 4096 markers is exact in f32.
 //!
-//! A lookup's rows wait as its output gradient with its ids ([`TicketRows::Tokens`]), as
-//! PyTorch's uncoalesced sparse gradient does: they are summed per id when first read, so a
-//! backward costs no more than PyTorch's, and a step that is given that one ticket can sum and
-//! update each row in one pass ([`SparseUpdate::embedding_fused_update`]) without ever storing
-//! the summed rows.
+//! On a backend that defers the sum ([`EmbeddingBackend::embedding_defers_grad_sum`]: NdArray), a
+//! lookup's rows wait as its output gradient with its ids ([`TicketRows::Tokens`]), as PyTorch's
+//! uncoalesced sparse gradient does: they are summed per id when first read, so a backward costs
+//! no more than PyTorch's, and a step that is given that one ticket can sum and update each row
+//! in one pass ([`SparseUpdate::embedding_fused_update`]) without ever storing the summed rows.
+//! A weight's earlier token tickets are summed when the next is issued, so at most one token
+//! gradient per weight waits.
 //!
 //! [`SparseUpdate::embedding_fused_update`]: crate::optim::SparseUpdate::embedding_fused_update
 
@@ -196,7 +198,7 @@ fn signature(ticket: u64, len: usize) -> Vec<f32> {
 
 /// Leaves the rows of a `[num_embeddings, dim]` weight waiting under a fresh ticket and returns
 /// the marker to register in the weight's place: `[2, 64]` (see [`marker_shape`]).
-pub(crate) fn issue<B: Backend>(
+pub(crate) fn issue<B: EmbeddingBackend>(
     rows: TicketRows<B>,
     renorm: Option<Renorm>,
     weight_node: u64,
@@ -217,6 +219,18 @@ pub(crate) fn issue<B: Backend>(
             .expect("the class has waiting tickets");
         list.remove(oldest);
     }
+    // A weight's earlier tickets still holding token gradients (backward passes accumulated, or
+    // dropped, before a step; a second lookup in this one) are summed now: at most one token
+    // gradient per weight waits, the rest as rows, so that waiting memory is what the summed
+    // rows take. The step would sum them anyway: only a lone ticket is applied unsummed.
+    let earlier: Vec<(u64, TokenGrad<B>)> = list
+        .iter()
+        .filter(|w| w.class == class && w.weight_node == weight_node)
+        .filter_map(|w| match w.rows.downcast_ref::<TicketRows<B>>() {
+            Some(TicketRows::Tokens(tokens)) => Some((w.ticket, tokens.clone())),
+            _ => None,
+        })
+        .collect();
     list.push(Waiting {
         ticket,
         class,
@@ -226,6 +240,11 @@ pub(crate) fn issue<B: Backend>(
         missed: 0,
     });
     drop(list);
+    for (ticket, tokens) in earlier {
+        if let Some(rows) = tokens.rows() {
+            remember(ticket, rows);
+        }
+    }
     Tensor::from_data(
         TensorData::new(signature(ticket, shape[0] * shape[1]), shape),
         &device,
@@ -234,7 +253,7 @@ pub(crate) fn issue<B: Backend>(
 
 /// The rows a marker stands for, read by a step before it changes anything.
 pub(crate) struct Presented<B: Backend> {
-    /// The tickets whose rows are in `rows`.
+    /// The tickets whose rows are in `rows` or `tokens`.
     pub tickets: Vec<u64>,
     /// `sum_t c_t * rows(t)`, coalesced; `None` when every coefficient is zero, or when the
     /// rows are left in `tokens`.
@@ -542,5 +561,54 @@ mod tests {
                 assert!(MAX_WAITING < r * c, "more unknowns than equations");
             }
         }
+    }
+
+    #[test]
+    fn a_weight_keeps_at_most_one_token_gradient_waiting() {
+        type B = burn::backend::NdArray;
+        let device = Default::default();
+        let tokens = || {
+            TicketRows::Tokens(TokenGrad::<B> {
+                grad: Tensor::<B, 2>::ones([4, 3], &device)
+                    .into_primitive()
+                    .tensor(),
+                indices: Tensor::<B, 1, burn::tensor::Int>::from_data([1, 5, 1, 2], &device)
+                    .into_primitive(),
+                num_embeddings: 8,
+                options: EmbeddingOptions::new().with_sparse(true),
+            })
+        };
+        // A node no other test uses: the list is shared by the tests running beside this one.
+        let node = u64::MAX - 13;
+        let is_tokens = |w: &Waiting| {
+            matches!(
+                w.rows.downcast_ref::<TicketRows<B>>(),
+                Some(TicketRows::Tokens(_))
+            )
+        };
+        let kinds = || -> Vec<bool> {
+            waiting()
+                .iter()
+                .filter(|w| w.weight_node == node)
+                .map(is_tokens)
+                .collect()
+        };
+        let _ = issue(tokens(), None, node);
+        assert_eq!(kinds(), [true]);
+        let _ = issue(tokens(), None, node);
+        let _ = issue(tokens(), None, node);
+        assert_eq!(kinds(), [false, false, true], "the earlier ones summed");
+        let summed = waiting()
+            .iter()
+            .find(|w| w.weight_node == node)
+            .and_then(|w| match w.rows.downcast_ref::<TicketRows<B>>() {
+                Some(TicketRows::Rows(rows)) => Some((rows.ids_vec(), rows.values.clone())),
+                _ => None,
+            })
+            .expect("rows");
+        assert_eq!(summed.0, vec![1, 2, 5]);
+        let values: Vec<f32> = summed.1.into_data().to_vec().unwrap();
+        assert_eq!(values, [2., 2., 2., 1., 1., 1., 1., 1., 1.]);
+        waiting().retain(|w| w.weight_node != node);
     }
 }

@@ -126,6 +126,10 @@ impl<B: EmbeddingBackend, C: CheckpointStrategy> EmbeddingBackend for Autodiff<B
         ))
     }
 
+    fn embedding_defers_grad_sum() -> bool {
+        B::embedding_defers_grad_sum()
+    }
+
     fn embedding_grad_sparse(
         grad: FloatTensor<Self>,
         indices: IntTensor<Self>,

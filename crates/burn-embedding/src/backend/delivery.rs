@@ -53,14 +53,16 @@ pub(super) fn deliver_token_grad<B: EmbeddingBackend>(
         let shape = token_grad.shape();
         let rows = match options.padding_idx {
             // Every token has a row: the rows wait as they are and are summed per id when
-            // first read (PyTorch's uncoalesced gradient; see `carrier`).
-            None if shape.num_elements() > 0 => Some(TicketRows::Tokens(TokenGrad {
-                grad: token_grad,
-                indices,
-                num_embeddings,
-                options: *options,
-            })),
-            // Summed now, so that a batch of padding alone leaves no gradient at all.
+            // first read, or by the step as it applies them (see `carrier`).
+            None if shape.num_elements() > 0 && B::embedding_defers_grad_sum() => {
+                Some(TicketRows::Tokens(TokenGrad {
+                    grad: token_grad,
+                    indices,
+                    num_embeddings,
+                    options: *options,
+                }))
+            }
+            // Summed now: a batch of padding alone then leaves no gradient at all.
             _ => B::embedding_grad_sparse(token_grad, indices, num_embeddings, options)
                 .map(TicketRows::Rows),
         };

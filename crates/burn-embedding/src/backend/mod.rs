@@ -106,6 +106,17 @@ pub trait EmbeddingBackend: Backend {
         reference::backward_sparse::<Self>(grad, indices, num_embeddings, options)
     }
 
+    /// Whether a sparse backward may leave a lookup's gradient as it came (the output gradient
+    /// and the ids, PyTorch's uncoalesced gradient) until a step or a read sums it per id.
+    ///
+    /// Worth it where a step sums and applies the rows in one pass
+    /// ([`SparseUpdate::embedding_fused_update`](crate::optim::SparseUpdate::embedding_fused_update)),
+    /// and sound only where no later op can write the held `grad` or `indices` in place: `true`
+    /// for NdArray. By default (`false`) the backward sums the rows at once.
+    fn embedding_defers_grad_sum() -> bool {
+        false
+    }
+
     /// Reduces the rows of each bag of `bags` (see [`BagBatch`]) to `[num_bags, D]`, and for
     /// mode max gives the position of each maximum `[num_bags, D]` (-1 for an empty bag).
     /// Padding tokens are left out; an empty bag gives zeros. With `max_norm`, rows are

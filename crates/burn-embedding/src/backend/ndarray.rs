@@ -43,6 +43,10 @@ where
         }
     }
 
+    fn embedding_defers_grad_sum() -> bool {
+        true
+    }
+
     fn embedding_grad_dense(
         grad: FloatTensor<Self>,
         indices: IntTensor<Self>,

@@ -15,10 +15,11 @@
 //!
 //! A step takes the pending row-sparse gradient of every weight that has one (see
 //! [`SparseGradients`]), advances that weight's state and removes its marker from the
-//! `GradientsParams`, hands the rest to the dense optimizer, and leaves each sparse weight to add
-//! its rows when it is first read (the next forward): by then burn-train's `Learner`, which steps
-//! a clone of its model, has dropped the old one, so the rows go in place instead of into a copy
-//! of the whole table. The state (step counts and accumulators) is part of the
+//! `GradientsParams`, and hands the rest to the dense optimizer. A sparse weight that nothing
+//! else holds (a plain training loop) is updated in place at once, in one pass over its rows; one
+//! that is still held elsewhere is left to add its rows when it is first read (the next forward):
+//! by then burn-train's `Learner`, which steps a clone of its model, has dropped the old one, so
+//! the rows go in place instead of into a copy of the whole table. The state (step counts and accumulators) is part of the
 //! optimizer's record, so saving and loading it resumes training exactly.
 
 #[cfg(feature = "wgpu")]
@@ -99,8 +100,8 @@ impl<O, B: SparseGradients> SparseOptimizer<O, B> {
         self.rule
     }
 
-    /// The last part of a step: advances the state of each weight in `found` and makes it a
-    /// parameter that adds its rows when first read; then the presented tickets are settled.
+    /// The last part of a step: advances the state of each weight in `found` and updates it (see
+    /// [`ApplyRows`]); then the presented tickets are settled.
     fn apply<M: AutodiffModule<B>>(
         &mut self,
         lr: LearningRate,
@@ -269,10 +270,11 @@ fn find_rows<B: SparseGradients, M: AutodiffModule<B>, G: Markers<B::InnerBacken
     visitor.found
 }
 
-/// The last part of a step: each sparse weight's state advanced by its rows, and the weight made
-/// a parameter that adds the rows to add when it is first read.
+/// The last part of a step: each sparse weight's state advanced by its rows, and the weight
+/// updated in place when nothing else holds it, or else made a parameter that adds the rows to
+/// add when it is first read.
 ///
-/// Not at once, because burn-train's `Learner` steps a clone of its model
+/// Not at once in the second case, because burn-train's `Learner` steps a clone of its model
 /// (`self.model = self.model().optimize(..)`): during the step the old model still holds the
 /// weight, and adding the rows then would copy the whole `[V, D]` table so as to leave the old
 /// model as it was. By the first read (the next forward) the old model is gone and the rows go
@@ -311,6 +313,7 @@ impl<B: SparseGradients> ModuleMapper<B> for ApplyRows<'_, B> {
         // Nothing else holds the weight (a plain training loop): the step writes its rows in
         // place now, in one pass over the rows (summing a lookup's token rows on the way).
         if renorms.is_empty() && B::InnerBackend::embedding_weight_is_unique(&weight) {
+            debug_assert!(tokens.is_none() || rows.is_none(), "tokens come alone");
             let weight = match (tokens, rows) {
                 (Some(t), _) => B::InnerBackend::embedding_fused_update(
                     weight, t.grad, t.indices, &t.options, &self.rule, self.lr, state,
