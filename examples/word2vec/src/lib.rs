@@ -5,4 +5,5 @@ pub mod corpus;
 pub mod data;
 pub mod eval;
 pub mod model;
+pub mod progress;
 pub mod train;

@@ -18,6 +18,7 @@ use burn_embedding::{EmbeddingBackend, SeededBackward, SparseGradients};
 use crate::corpus::{TokenStream, Vocab, topic_of};
 use crate::data::{Centers, SkipGramBatcher, SkipGrams};
 use crate::model::Word2Vec;
+use crate::progress::EpochLines;
 
 /// Hyper-parameters of a run (saved beside the model).
 #[derive(Config, Debug)]
@@ -125,6 +126,7 @@ where
         ($model:expr, $optim:expr) => {{
             let mut training = SupervisedTraining::new(dir, train_loader, valid_loader)
                 .metrics((LossMetric::new(),))
+                .renderer(EpochLines::default())
                 // Full precision, so that resuming from a checkpoint continues exactly.
                 .with_file_checkpointer(NamedMpkFileRecorder::<FullPrecisionSettings>::new())
                 .num_epochs(config.epochs)
