@@ -198,10 +198,29 @@ pub fn accumulation_and_freezing<B: EmbeddingBackend + SparseUpdate>(device: &B:
     let err = catch_unwind(AssertUnwindSafe(|| optim.step(0.1, model.clone(), grads)))
         .expect_err("accumulated gradients of a fused table were taken");
     let message = err.downcast_ref::<String>().cloned().unwrap_or_default();
-    assert!(
-        message.contains("gradients of 2 backward passes were summed"),
-        "{message}"
-    );
+    assert!(message.contains("were summed or scaled"), "{message}");
+
+    // Averaged accumulation (the sum times 1/2) and one backward pass scaled are refused too:
+    // the table already applied each update as it came.
+    for batches in [2, 1] {
+        let mut accumulator = GradientsAccumulator::new();
+        for k in 0..batches {
+            let (ids, grad) = batch::<B>(k, device);
+            let out: Tensor<Ad<B>, 3> = model.emb.forward(Tensor::from_inner(ids));
+            let grads = GradientsParams::from_grads(backward_with(out, grad), &model);
+            accumulator.accumulate(&model, grads);
+        }
+        let mut grads = accumulator.grads();
+        // Any scaling of the whole gradient: a clip by the global norm is one.
+        burn_embedding::sparse::clip_grad_norm(&model, &mut grads, 0.5);
+        let err = catch_unwind(AssertUnwindSafe(|| optim.step(0.1, model.clone(), grads)))
+            .expect_err("scaled gradients of a fused table were taken");
+        let message = err.downcast_ref::<String>().cloned().unwrap_or_default();
+        assert!(
+            message.contains("were summed or scaled"),
+            "{batches}: {message}"
+        );
+    }
 
     // One backward per step is taken (the probe's gradient removed, the table untouched).
     let (ids, grad) = batch::<B>(3, device);

@@ -6,6 +6,7 @@ use burn::tensor::{Int, Tensor};
 
 use crate::functional::{check_indices, embedding_unchecked, renorm_param};
 use crate::rank::{IndexRank, LookupRank};
+use crate::util::{float, primitive};
 use crate::{
     EmbeddingBackend, EmbeddingError, EmbeddingOptions, RowSparseGradient, SparseGradients,
 };
@@ -181,6 +182,30 @@ impl<B: EmbeddingBackend> Embedding<B> {
         }
         renorm_param(&mut self.weight, indices, &self.options);
         Ok(())
+    }
+
+    /// The weight `[V, D]` for a dense use beside this layer's lookups: an L2 penalty on the
+    /// table, or a tied output projection that scales it first. With `sparse: true`, use this
+    /// instead of `self.weight.val()` for such terms: the weight then gets the dense sum of the
+    /// term's gradient and the lookups' rows whichever order burn's backward visits them in
+    /// (burn 0.21 adds a `[V, D]` gradient that arrives after the lookups' marker to the marker
+    /// itself, and fails on the shapes). Values and gradient are those of the weight.
+    ///
+    /// ```
+    /// use burn::backend::{Autodiff, NdArray};
+    /// use burn::tensor::{Int, Tensor};
+    /// use burn_embedding::EmbeddingConfig;
+    ///
+    /// type B = Autodiff<NdArray>;
+    /// let device = Default::default();
+    /// let emb = EmbeddingConfig::new(10, 4).with_sparse(true).init::<B>(&device);
+    /// let penalty = emb.dense_weight().square().sum().mul_scalar(1e-4);
+    /// let out: Tensor<B, 2> = emb.forward(Tensor::<B, 1, Int>::from_ints([7, 2], &device));
+    /// let grads = (penalty + out.sum()).backward();
+    /// assert_eq!(emb.weight.grad(&grads).unwrap().dims(), [10, 4]);
+    /// ```
+    pub fn dense_weight(&self) -> Tensor<B, 2> {
+        float(B::embedding_dense_weight(primitive(self.weight.val())))
     }
 }
 

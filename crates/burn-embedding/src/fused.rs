@@ -22,8 +22,8 @@ use burn::tensor::{Int, Tensor};
 use crate::backend::RowSink;
 use crate::functional::check_indices;
 use crate::optim::{RowState, SparseRule, SparseUpdate};
-use crate::probe::{CONTAINER, FIELD as PROBE};
 use crate::rank::{IndexRank, LookupRank};
+use crate::sparse::probe::{CONTAINER, FIELD as PROBE};
 use crate::util::{flatten_int, float, primitive};
 use crate::{Embedding, EmbeddingBackend, EmbeddingError, EmbeddingOptions};
 
@@ -38,12 +38,13 @@ use crate::{Embedding, EmbeddingBackend, EmbeddingError, EmbeddingOptions};
 /// - The learning rate is the table's own: [`set_learning_rate`](Self::set_learning_rate)
 ///   changes it between steps (a scheduler), for every clone.
 /// - Under burn-train's `Learner` the other parameters go through the Learner's optimizer;
-///   the table needs no step. The backward gives the module's `probe` (a `[1]` parameter whose
-///   value is never read) the gradient 1; the sparse-aware optimizers of
-///   [`optim`](crate::optim) read it and refuse gradients accumulated over several batches
-///   (the Learner's `grads_accumulation` above 1, or a `GradientsAccumulator`) with a panic
-///   naming the count: each backward has already applied its update and cannot wait for the
-///   others. burn's own optimizers cannot see this; keep accumulation at 1 with them.
+///   the table needs no step. Each backward gives the module's `probe` (a `[1]` parameter whose
+///   value is never read) a gradient value of its own; the sparse-aware optimizers of
+///   [`optim`](crate::optim) read it and refuse, with a panic that says why, gradients summed
+///   over several backward passes or scaled (the Learner's `grads_accumulation` above 1, a
+///   `GradientsAccumulator`, averaged accumulation, a loss scale): each backward has already
+///   applied its update and cannot wait for the others or be rescaled. burn's own optimizers
+///   cannot see this; keep accumulation at 1 and the loss unscaled with them.
 /// - With `max_norm`, the forward renormalises the referenced rows of the stored table first,
 ///   as PyTorch's does: the table is the module's own state.
 /// - A frozen module (`no_grad`, `require_grad` false on the probe) looks up without updating.

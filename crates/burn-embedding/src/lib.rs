@@ -49,72 +49,32 @@
 //! needs for PyTorch's weights. Renormalising is idempotent, so doing both is harmless.
 //!
 //! ## Sparse gradients: how they travel, and what is guaranteed
-//! burn's `Gradients` and `GradientsParams` hold one dense tensor per parameter, and burn adds
-//! those tensors up (two uses of a weight in a graph, `GradientsAccumulator`, the Learner's
-//! `grads_accumulation`, the sum over devices), so a `[U, D]` block of rows cannot ride in them.
-//! With `sparse: true` the backward op of a lookup or a bag
-//! 1. computes the coalesced rows of the batch (sorted unique non-padding ids, summed rows;
-//!    O(tokens x D), never a `[V, D]` tensor);
-//! 2. leaves them waiting under a fresh *ticket*;
-//! 3. registers in the weight's place in `Gradients` the ticket's *marker*: a `[2, 64]` tensor of
-//!    pseudo-random integers drawn from the ticket, whose shape broadcasts against no weight.
-//!
-//! Everything burn does to gradients is linear, and the markers are independent vectors: the
-//! marker a step receives is `sum_t c_t * marker(t)` over the tickets of exactly the gradients
-//! it was given, and the step solves for the `c_t` (least squares over the tickets waiting for
-//! weights of that shape) and applies `sum_t c_t * rows(t)`, which is what the dense gradient
-//! would have been. So, as with a dense gradient:
-//! - **a dropped `Gradients`** (a NaN loss, an AMP-style skip, a gradient only inspected) is in
-//!   no marker a step receives: its rows are never applied, and are dropped after a few steps
-//!   of the weight;
-//! - **accumulation** (by hand or the Learner's) is a sum of markers: one step applies every
-//!   batch's rows, renormalisations by `forward_mut` between the batches included;
-//! - **per-module optimizers and frozen weights**: a step applies the rows of the markers in the
-//!   `GradientsParams` it is given, and nothing for a weight whose entry was removed;
-//! - **two models at once**, on any threads, with the same `ParamId`s or not, and **clones**:
-//!   each marker names its own tickets;
-//! - **multi-device training** (`ExecutionStrategy::MultiDevice`, the optimizer on the main
-//!   device or sharded): each device's `GradientsParams` holds a marker naming the tickets
-//!   computed there, whatever fork of the model computed them; the step sums all their rows;
-//! - **tied weights**: when another op gives the weight a dense gradient (an output projection
-//!   `h.matmul(weight.transpose())`), the rows are added into it and the whole gradient is
-//!   dense, as for a dense layer;
-//! - **a fault inside a step** (burn's optimizer for the other parameters panics) leaves the
-//!   optimizer state and the waiting rows as they were: the sparse state advances only after
-//!   burn's optimizer returned;
-//! - an optimizer that knows nothing of sparse gradients meets the marker and panics with an
-//!   `incompatible shapes` error instead of silently leaving the embedding untrained (a `[1, 1]`
-//!   weight, against which any tensor would broadcast, gets its gradient dense).
-//!
-//! [`sparse_grad`] reads the rows of a weight's gradient, [`sparse_grad_remove`] takes them;
-//! `weight.grad(&grads)` returns the marker itself, since burn looks gradients up by tensor and
-//! keeps one tensor per weight. Memory is bounded when backward passes run and no step follows:
-//! at most 96 row sets per weight shape wait (the oldest beyond that is dropped; a step that
-//! presents it then panics, naming the cause), and [`clear_pending_sparse_grads`] drops
-//! everything. A weight that is computed from other tracked tensors (not a parameter) gets the
-//! dense gradient, so that the chain rule goes on.
+//! burn keeps one dense tensor per parameter in its gradients, so with `sparse: true` the
+//! backward leaves the rows waiting under a ticket and puts a small *marker* in the weight's
+//! place; the sparse-aware optimizers read the rows back from it. Training code sees what it
+//! would see on the dense gradient: sums and scalings of gradients (accumulation, loss scales,
+//! averaging, several devices) apply exactly; the marker's norm and finiteness are those of the
+//! rows, so a clip by norm written by hand or a skip on NaN behaves as on the dense gradient;
+//! gradients may be kept and stepped again; models and tables of the same shape never see each
+//! other's rows; a non-linear edit of a marker is refused with a message naming the supported
+//! ways ([`sparse::map_grad`], `with_grad_clipping`, [`sparse::clip_grad_norm`]). A weight that
+//! another op also uses densely (a tied output projection) gets the dense sum. The module
+//! [`sparse`] states every invariant, what it costs and the one case burn 0.21 cannot make exact.
 //!
 //! burn 0.21's DDP strategy (`ExecutionStrategy::DistributedDataParallel`, collectives on CUDA
 //! only) all-reduces each gradient tensor across processes. A marker would be summed, but the
-//! rows it names wait in another process. Use `MultiDevice` with a sparse model; DDP would need
-//! the rows exchanged too: each peer all-reduces the count of its unique ids, pads its ids and
-//! rows to the largest count, all-gathers both blocks (an `all_reduce` of a zero-padded
-//! `[peers x max_ids, D]` block where each peer fills its own slice), and coalesces the result.
+//! rows it names wait in another process. Use `MultiDevice` with a sparse model.
 
 mod bag;
 mod bag_functional;
 mod bag_mode;
-mod carrier;
 mod coalesce;
 mod config;
 mod embedding;
 mod error;
-mod grads;
 mod options;
-mod probe;
 mod rank;
 mod seeded;
-mod sparse;
 mod util;
 
 pub mod backend;
@@ -122,19 +82,18 @@ pub mod checkpoint;
 pub mod functional;
 pub mod fused;
 pub mod optim;
+pub mod sparse;
 pub mod vectors;
 
 pub use backend::EmbeddingBackend;
 pub use bag::{EmbeddingBag, EmbeddingBagConfig};
 pub use bag_functional::{embedding_bag, try_embedding_bag, try_embedding_bag_fixed};
 pub use bag_mode::BagMode;
-pub use carrier::{clear_pending_sparse_grads, pending_sparse_grads};
 pub use config::EmbeddingConfig;
 pub use embedding::Embedding;
 pub use error::EmbeddingError;
 pub use functional::{embedding, try_embedding};
 pub use fused::FusedEmbedding;
-pub use grads::{sparse_grad, sparse_grad_remove};
 pub use optim::SparseGradients;
 pub use options::{EmbeddingOptions, NormType, normalize_padding_idx};
 pub use rank::{IndexRank, LookupRank};
@@ -142,4 +101,7 @@ pub use seeded::{
     SeededBackward, TrackedOutput, backward_with, backward_with_all, backward_with_tracked,
     try_backward_with, try_backward_with_all, try_backward_with_tracked,
 };
-pub use sparse::RowSparseGradient;
+pub use sparse::{
+    RowSparseGradient, clear_pending_sparse_grads, pending_sparse_grads, sparse_grad,
+    sparse_grad_remove,
+};

@@ -294,6 +294,9 @@ struct FailingSgd {
     fail: Arc<AtomicBool>,
 }
 
+// A custom dense optimizer says which clipping it applies (none).
+impl burn_embedding::optim::DenseOptimizer for FailingSgd {}
+
 impl Optimizer<super::TwoTables<Ad>, Ad> for FailingSgd {
     type Record = <burn::optim::adaptor::OptimizerAdaptor<
         burn::optim::Sgd<B>,

@@ -2,7 +2,7 @@
 //!
 //! The backward hands the weight its gradient through [`delivery`](super::delivery): dense, or
 //! (with `sparse: true` and a leaf weight) as rows waiting under a ticket whose marker stands in
-//! the weight's place in [`Gradients`] (see [`carrier`](crate::carrier)).
+//! the weight's place in [`Gradients`] (see [`sparse`](crate::sparse)).
 
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Tensor, TensorMetadata};
 
-use super::delivery::{deliver_token_grad, weight_node};
+use super::delivery::{deliver_dense, deliver_token_grad, weight_node};
 use super::{BagBatch, EmbeddingBackend, RowSink};
 use crate::{EmbeddingOptions, RowSparseGradient};
 
@@ -41,7 +41,54 @@ impl<B: EmbeddingBackend> Backward<B, 1> for EmbeddingBackward {
     }
 }
 
+/// The backward of [`EmbeddingBackend::embedding_dense_weight`]: the identity, delivering to a
+/// leaf weight through [`deliver_dense`].
+#[derive(Debug)]
+struct DenseWeightBackward;
+
+impl<B: EmbeddingBackend> Backward<B, 1> for DenseWeightBackward {
+    type State = ();
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let grad = grads.consume::<B>(&ops.node);
+        let [weight] = ops.parents;
+        if let Some(weight) = weight {
+            let weight = weight_node!(B, weight, grad.clone());
+            if weight.is_leaf {
+                deliver_dense::<B>(grads, &weight, grad);
+            } else {
+                grads.register::<B>(weight.handle.node.id, grad);
+            }
+        }
+    }
+}
+
 impl<B: EmbeddingBackend, C: CheckpointStrategy> EmbeddingBackend for Autodiff<B, C> {
+    fn embedding_dense_weight(weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        match DenseWeightBackward
+            .prepare::<C>([weight.node.clone()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => prep.finish((), weight.primitive),
+            OpsKind::UnTracked(prep) => prep.finish(weight.primitive),
+        }
+    }
+
+    fn embedding_token_grad_norm_sq(
+        grad: &FloatTensor<Self>,
+        indices: &IntTensor<Self>,
+        num_embeddings: usize,
+        options: &EmbeddingOptions,
+    ) -> f64 {
+        B::embedding_token_grad_norm_sq(&grad.primitive, indices, num_embeddings, options)
+    }
+
     fn embedding_lookup(
         weight: FloatTensor<Self>,
         indices: IntTensor<Self>,

@@ -14,7 +14,7 @@ use super::delivery::{deliver_rows, deliver_token_grad, weight_node};
 use super::reference_bag::bag_per_sample_weights_grad;
 use super::{BagBatch, EmbeddingBackend};
 use crate::EmbeddingOptions;
-use crate::carrier::TicketRows;
+use crate::sparse::registry::TicketRows;
 
 /// What the backward needs. The weight is kept only when `per_sample_weights` need a gradient
 /// (a reference to the tensor, not a copy).

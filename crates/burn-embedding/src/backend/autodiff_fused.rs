@@ -13,10 +13,11 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{Shape, TensorMetadata};
+use burn::tensor::{Shape, TensorData, TensorMetadata};
 
 use super::{EmbeddingBackend, RowSink};
 use crate::EmbeddingOptions;
+use crate::sparse::probe;
 
 /// The table a backward hands its rows to.
 struct Sink<B: EmbeddingBackend, C: CheckpointStrategy>(Arc<dyn RowSink<Autodiff<B, C>>>);
@@ -58,9 +59,13 @@ impl<B: EmbeddingBackend, C: CheckpointStrategy> Backward<B, 1> for FusedLookupB
             Autodiff::<B, C>::int_from_inner(indices),
             &options,
         );
-        // One per backward pass: what a step receives counts the batches whose update was
-        // applied since its gradients began (accumulation shows as more than one).
-        grads.register::<B>(probe.id, B::float_ones(Shape::new([1]), &device, dtype));
+        // A value of this backward pass alone: a step that is given anything else (a sum of
+        // backward passes, a scaled one) refuses it (see `sparse::probe`).
+        let value = B::float_from_data(
+            TensorData::new(vec![probe::next_value()], Shape::new([1])),
+            &device,
+        );
+        grads.register::<B>(probe.id, B::float_cast(value, dtype));
     }
 }
 

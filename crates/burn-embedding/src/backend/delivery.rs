@@ -1,6 +1,6 @@
 //! How the backward ops of a lookup and of a bag hand the weight its gradient: dense, or as
 //! rows waiting under a ticket with the ticket's marker in the weight's place
-//! ([`carrier`](crate::carrier)).
+//! ([`sparse`](crate::sparse)): the backend's one entry into the sparse path.
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::grads::Gradients;
@@ -10,7 +10,8 @@ use burn::tensor::{IndexingUpdateOp, TensorMetadata};
 
 use super::EmbeddingBackend;
 use crate::EmbeddingOptions;
-use crate::carrier::{self, Renorm, TicketRows, TokenGrad};
+use crate::sparse::marker;
+use crate::sparse::registry::{self, Renorm, TicketRows, TokenGrad};
 use crate::util::{float, primitive};
 
 /// The weight of a backward op: an autodiff tensor with the weight's node (its values are a
@@ -53,7 +54,7 @@ pub(super) fn deliver_token_grad<B: EmbeddingBackend>(
         let shape = token_grad.shape();
         let rows = match options.padding_idx {
             // Every token has a row: the rows wait as they are and are summed per id when
-            // first read, or by the step as it applies them (see `carrier`).
+            // first read, or by the step as it applies them (see `sparse`).
             None if shape.num_elements() > 0 && B::embedding_defers_grad_sum() => {
                 Some(TicketRows::Tokens(TokenGrad {
                     grad: token_grad,
@@ -112,7 +113,7 @@ pub(super) fn deliver_rows<B: EmbeddingBackend>(
                 // The marker of another lookup of this weight: burn adds ours to it.
                 grads.register::<B>(id, marker);
             }
-            if !carrier::can_carry(num_embeddings, dim) {
+            if !marker::can_carry(num_embeddings, dim) {
                 if let Some(rows) = rows.rows() {
                     grads.register::<B>(id, primitive(rows.to_dense()));
                 }
@@ -122,8 +123,42 @@ pub(super) fn deliver_rows<B: EmbeddingBackend>(
                 max_norm,
                 norm_type: options.norm_type.p(),
             });
-            let marker = carrier::issue(rows, renorm, id.value);
+            let marker = registry::issue(rows, renorm, id.value);
             grads.register::<B>(id, primitive(marker));
         }
     }
+}
+
+/// Hands a weight a dense gradient `[V, D]` from an op of ours
+/// ([`Embedding::dense_weight`](crate::Embedding::dense_weight)), merged with what the weight
+/// already holds: a marker of lookups that burn ran first is read and its rows added in, so
+/// that the weight gets the dense sum whichever op burn visits first.
+pub(super) fn deliver_dense<B: EmbeddingBackend>(
+    grads: &mut Gradients,
+    weight: &WeightNode<B>,
+    dense: FloatTensor<B>,
+) {
+    let id = weight.handle.node.id;
+    let shape = dense.shape();
+    let shape = [shape[0], shape[1]];
+    let dense = match grads.remove::<B>(&weight.handle) {
+        None => dense,
+        Some(earlier) if earlier.shape().as_slice() == shape => B::float_add(dense, earlier),
+        Some(marker) => {
+            let device = B::float_device(&dense);
+            let presented = registry::read(&float::<B, 2>(marker), shape, &device, false)
+                .unwrap_or_else(|err| panic!("burn-embedding: {err}"));
+            registry::forget(&presented.tickets);
+            match presented.into_rows() {
+                Some(rows) => primitive(float::<B, 2>(dense).select_assign(
+                    0,
+                    rows.ids,
+                    rows.values,
+                    IndexingUpdateOp::Add,
+                )),
+                None => dense,
+            }
+        }
+    };
+    grads.register::<B>(id, dense);
 }

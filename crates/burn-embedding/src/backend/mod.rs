@@ -106,6 +106,27 @@ pub trait EmbeddingBackend: Backend {
         reference::backward_sparse::<Self>(grad, indices, num_embeddings, options)
     }
 
+    /// The squared L2 norm of the row-sparse gradient that a lookup's output gradient `grad`
+    /// `[.., D]` and its `indices` `[..]` sum to (the norm of
+    /// [`embedding_grad_sparse`](Self::embedding_grad_sparse)'s rows, in f64): NaN or infinite
+    /// when a row is. What a sparse weight's marker carries so that its norm is the rows'.
+    fn embedding_token_grad_norm_sq(
+        grad: &FloatTensor<Self>,
+        indices: &IntTensor<Self>,
+        num_embeddings: usize,
+        options: &EmbeddingOptions,
+    ) -> f64 {
+        reference::token_grad_norm_sq::<Self>(grad, indices, num_embeddings, options)
+    }
+
+    /// The weight `[V, D]` for a dense use beside sparse lookups (a penalty on it, a tied
+    /// projection through it): on an autodiff backend the backward hands the weight this use's
+    /// dense gradient merged with the lookups' rows, in whichever order burn runs them (see
+    /// [`Embedding::dense_weight`](crate::Embedding::dense_weight)). The weight itself elsewhere.
+    fn embedding_dense_weight(weight: FloatTensor<Self>) -> FloatTensor<Self> {
+        weight
+    }
+
     /// Whether a sparse backward may leave a lookup's gradient as it came (the output gradient
     /// and the ids, PyTorch's uncoalesced gradient) until a step or a read sums it per id.
     ///

@@ -47,6 +47,42 @@ where
         true
     }
 
+    fn embedding_token_grad_norm_sq(
+        grad: &FloatTensor<Self>,
+        indices: &IntTensor<Self>,
+        num_embeddings: usize,
+        options: &EmbeddingOptions,
+    ) -> f64 {
+        let (NdArrayTensor::F32(g), Some(ids)) = (grad, host_ids(indices)) else {
+            return reference::token_grad_norm_sq::<Self>(grad, indices, num_embeddings, options);
+        };
+        let d = *g.shape().last().expect("grad is [.., D]");
+        let view = g.view();
+        let rows = TokenRows::new(view, d);
+        let batch = Coalesced::new(&ids, options.padding_idx);
+        // Each id's rows summed into one scratch row as the backward sums them (position
+        // order, divided by the count with scale_grad_by_freq), never stored.
+        let mut scratch = vec![0.0f32; d];
+        let mut total = 0.0f64;
+        for slot in batch.slot_starts.windows(2) {
+            let positions = &batch.grouped[slot[0] as usize..slot[1] as usize];
+            let count = positions.len() as f32;
+            for (k, &pos) in positions.iter().enumerate() {
+                let src = rows.row(pos as usize);
+                if options.scale_grad_by_freq {
+                    add_row(&mut scratch, src, k == 0, |g| g / count);
+                } else {
+                    add_row(&mut scratch, src, k == 0, |g| g);
+                }
+            }
+            total += scratch
+                .iter()
+                .map(|&v| f64::from(v) * f64::from(v))
+                .sum::<f64>();
+        }
+        total
+    }
+
     fn embedding_grad_dense(
         grad: FloatTensor<Self>,
         indices: IntTensor<Self>,

@@ -175,3 +175,24 @@ pub(crate) fn backward_sparse<B: Backend>(
         num_embeddings,
     ))
 }
+
+/// [`EmbeddingBackend::embedding_token_grad_norm_sq`](super::EmbeddingBackend::embedding_token_grad_norm_sq)
+/// by default: the rows summed, then the sum of their squares in f64.
+pub(crate) fn token_grad_norm_sq<B: super::EmbeddingBackend>(
+    grad: &FloatTensor<B>,
+    indices: &IntTensor<B>,
+    num_embeddings: usize,
+    options: &EmbeddingOptions,
+) -> f64 {
+    B::embedding_grad_sparse(grad.clone(), indices.clone(), num_embeddings, options).map_or(
+        0.0,
+        |rows| {
+            rows.values
+                .into_data()
+                .convert::<f64>()
+                .iter::<f64>()
+                .map(|v| v * v)
+                .sum()
+        },
+    )
+}

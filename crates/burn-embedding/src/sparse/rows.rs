@@ -70,6 +70,26 @@ impl<B: Backend> RowSparseGradient<B> {
         )
     }
 
+    /// The rows whose id passes `keep` (masking or freezing rows of a table, see
+    /// [`map_grad`](crate::sparse::map_grad)).
+    pub fn retain_ids(self, keep: impl Fn(i64) -> bool) -> Self {
+        let ids = self.ids_vec();
+        let kept: Vec<i64> = (0..ids.len() as i64)
+            .filter(|&i| keep(ids[i as usize]))
+            .collect();
+        if kept.len() == ids.len() {
+            return self;
+        }
+        let device = self.values.device();
+        let positions = int_tensor::<B>(&kept, &device);
+        let kept_ids: Vec<i64> = kept.iter().map(|&i| ids[i as usize]).collect();
+        Self::new(
+            int_tensor::<B>(&kept_ids, &device),
+            self.values.select(0, positions),
+            self.num_embeddings,
+        )
+    }
+
     /// The rows times `factor`.
     pub fn scale(self, factor: f64) -> Self {
         Self::new(
