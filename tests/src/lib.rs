@@ -9,6 +9,7 @@ pub mod determinism;
 pub mod embedding_cases;
 pub mod fused;
 pub mod golden;
+pub mod gradient_ops;
 pub mod optimizer_cases;
 pub mod patterns;
 pub mod property;

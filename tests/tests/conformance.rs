@@ -13,8 +13,8 @@ macro_rules! backend_suite {
     ($label:literal, $backend:ty, $device:expr, $tol:expr, $random:literal, $determinism:expr) => {
         use burn_embedding_conformance::report::Tol;
         use burn_embedding_conformance::{
-            bag_cases, checkpoints, determinism, embedding_cases, fused, optimizer_cases, patterns,
-            property, vector_files,
+            bag_cases, checkpoints, determinism, embedding_cases, fused, gradient_ops,
+            optimizer_cases, patterns, property, vector_files,
         };
 
         type Backend = $backend;
@@ -54,6 +54,17 @@ macro_rules! backend_suite {
             patterns::skipped_step::<Backend>(&device);
             patterns::accumulation::<Backend>(&device);
             patterns::forward_mut_with_accumulation::<Backend>(&device);
+        }
+
+        /// What training code does to gradients, on the backend's kernels: clipping, reads of
+        /// values, dense terms in either order (sparse vs dense; `gradient_ops`).
+        #[test]
+        fn gradient_operations() {
+            let device = $device;
+            let tolerance = if $label == "wgpu" { 1e-4 } else { 1e-5 };
+            gradient_ops::clipping::<Backend>(&device, tolerance);
+            gradient_ops::reads::<Backend>(&device, tolerance);
+            gradient_ops::dense_terms::<Backend>(&device, tolerance);
         }
 
         /// The optimizer fused into the backward equals the unfused one; records, learning
@@ -108,6 +119,41 @@ mod ndarray {
             pool.install(|| determinism::gradients::<Backend>(&Default::default()))
         })
     );
+}
+
+#[cfg(feature = "ndarray")]
+mod ndarray_gradient_operations {
+    //! The classes of `gradient_ops` that do not depend on the backend's kernels.
+    use burn_embedding_conformance::gradient_ops;
+
+    type Backend = burn::backend::NdArray;
+
+    #[test]
+    fn scaling_by_any_factor() {
+        gradient_ops::scaling::<Backend>(&Default::default());
+    }
+
+    #[test]
+    fn non_linear_edits_are_refused() {
+        gradient_ops::non_linear_edits::<Backend>(&Default::default());
+    }
+
+    #[test]
+    fn gradients_used_more_than_once() {
+        gradient_ops::reuse::<Backend>(&Default::default());
+    }
+
+    #[test]
+    fn capacity_and_isolation() {
+        gradient_ops::capacity::<Backend>(&Default::default());
+    }
+
+    #[test]
+    fn stock_optimizers_fail_on_the_marker() {
+        let message = gradient_ops::stock_optimizer_message::<Backend>(&Default::default());
+        println!("burn's SGD on a sparse table: {message}");
+        assert!(message.contains("[2, 12352]"), "{message}");
+    }
 }
 
 #[cfg(feature = "wgpu")]

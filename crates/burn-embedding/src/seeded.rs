@@ -64,14 +64,20 @@ impl<B: Backend, C: CheckpointStrategy> SeededBackward for Autodiff<B, C> {
         let device = B::float_device(&first.primitive);
         let dtype = first.primitive.dtype().into();
         let root = B::float_zeros(Shape::new([1]), &device, dtype);
-        match SeedBackward
+        // The outputs' reference counts stay alive until the root holds their nodes: burn frees
+        // the steps of a graph none of whose nodes a tensor refers to, from any thread's
+        // backward, and the lookups' steps would be gone before this root's backward.
+        let held: Vec<_> = outs.iter().map(|out| out.rc.clone()).collect();
+        let root = match SeedBackward
             .prepare::<C>(outs.map(|out| out.node))
             .compute_bound()
             .stateful()
         {
             OpsKind::Tracked(prep) => prep.finish(grads, root),
             OpsKind::UnTracked(prep) => prep.finish(root),
-        }
+        };
+        drop(held);
+        root
     }
 
     fn take_value(out: &mut FloatTensor<Self>) -> FloatTensor<B> {

@@ -32,7 +32,7 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Tensor, TensorData, TensorMetadata};
 use hashbrown::HashMap;
 
-use super::marker::{self, SLOTS};
+use super::marker::{self, Layout, SLOTS};
 use super::rows::RowSparseGradient;
 use crate::{EmbeddingBackend, EmbeddingOptions};
 
@@ -274,17 +274,22 @@ impl Registry {
         self.clocks.retain(|node, _| homes.contains(node));
     }
 
-    /// Removes the oldest ticket of `class` (one already stepped first).
-    fn evict_oldest(&mut self, class: Class) -> bool {
-        let oldest = |open: bool| {
+    /// Removes the oldest ticket of `class` that a new ticket of `weight_node` may displace:
+    /// one already stepped (kept only in case its gradients are used again) first, then one of
+    /// the same weight, and only then one of another weight (another model's accumulation).
+    fn evict_oldest(&mut self, class: Class, weight_node: u64) -> bool {
+        let oldest = |pick: &dyn Fn(&Waiting) -> bool| {
             self.waiting
                 .iter()
                 .enumerate()
-                .filter(|(_, w)| w.class == class && w.open == open)
+                .filter(|(_, w)| w.class == class && pick(w))
                 .min_by_key(|(_, w)| w.ticket)
                 .map(|(i, _)| i)
         };
-        match oldest(false).or_else(|| oldest(true)) {
+        let victim = oldest(&|w| !w.open)
+            .or_else(|| oldest(&|w| w.weight_node == weight_node))
+            .or_else(|| oldest(&|_| true));
+        match victim {
             Some(i) => {
                 self.remove(i);
                 true
@@ -293,9 +298,10 @@ impl Registry {
         }
     }
 
-    /// A free slot of `class`, evicting the oldest tickets while there is none or while the
-    /// class holds more than its budget with `bytes` more.
-    fn take_slot(&mut self, class: Class, bytes: usize) -> usize {
+    /// A free slot of `class` for a ticket of `weight_node`, evicting tickets (see
+    /// [`evict_oldest`](Self::evict_oldest)) while there is none or while the class holds more
+    /// than its budget with `bytes` more.
+    fn take_slot(&mut self, class: Class, weight_node: u64, bytes: usize) -> usize {
         let budget = budget(class.num_embeddings, class.dim);
         loop {
             let held: usize = self
@@ -317,7 +323,7 @@ impl Registry {
                     return slot;
                 }
                 found => {
-                    if !self.evict_oldest(class) {
+                    if !self.evict_oldest(class, weight_node) {
                         // Nothing left to evict: a lone contribution larger than the budget.
                         return found.expect("an empty class has free slots");
                     }
@@ -401,21 +407,23 @@ pub(crate) fn issue<B: EmbeddingBackend>(
         let rows = match summed {
             Some(summed) => TicketRows::Rows(summed),
             None => {
-                return marker_tensor::<B>(&vec![0.0; marker::LEN], [num_embeddings, dim], &device);
+                let layout = Layout::of(num_embeddings, dim);
+                return marker_tensor::<B>(vec![0.0; layout.len()], layout, &device);
             }
         };
         (rows, norm_sq, dots)
     };
     let bytes = rows.bytes();
     let mut reg = registry();
-    let slot = reg.take_slot(class, bytes);
+    let slot = reg.take_slot(class, weight_node, bytes);
     let norm = norm_vector(&reg, &dots, norm_sq, slot);
     let (refs, _) = reg.slots.get_mut(&class).expect("taken above");
     for &(s, _) in &norm {
         refs[s] += 1;
     }
     let check = marker::check_value(ticket);
-    let values = marker::encode(slot, check, &norm);
+    let layout = Layout::of(num_embeddings, dim);
+    let values = layout.encode(slot, check, &norm);
     let born = *reg.clocks.entry(weight_node).or_insert(0);
     reg.waiting.push(Waiting {
         ticket,
@@ -433,18 +441,11 @@ pub(crate) fn issue<B: EmbeddingBackend>(
         born,
     });
     drop(reg);
-    marker_tensor::<B>(&values, [num_embeddings, dim], &device)
+    marker_tensor::<B>(values, layout, &device)
 }
 
-fn marker_tensor<B: Backend>(
-    values: &[f32],
-    [v, d]: [usize; 2],
-    device: &B::Device,
-) -> Tensor<B, 2> {
-    Tensor::from_data(
-        TensorData::new(values.to_vec(), marker::shape(v, d)),
-        device,
-    )
+fn marker_tensor<B: Backend>(values: Vec<f32>, layout: Layout, device: &B::Device) -> Tensor<B, 2> {
+    Tensor::from_data(TensorData::new(values, layout.shape()), device)
 }
 
 /// The norm vector of a new ticket in `slot`: its products with the earlier tickets `dots`
@@ -586,7 +587,11 @@ pub(crate) fn read<B: EmbeddingBackend>(
         .iter::<f32>()
         .collect();
     let class = Class::of::<B>(shape[0], shape[1]);
-    let named = marker::named(&values);
+    let layout = Layout::of(shape[0], shape[1]);
+    let named = layout.named(&values);
+    if !layout.sentinel_matches(&values, &named) {
+        return Err(MarkerError::Edited { shape });
+    }
     type Entry<B> = (u64, f64, TicketRows<B>, Option<Renorm>);
     let mut entries: Vec<Entry<B>> = Vec::with_capacity(named.len());
     {
@@ -617,7 +622,7 @@ pub(crate) fn read<B: EmbeddingBackend>(
             }
             entries.push((w.ticket, c, w.rows::<B>().clone(), w.renorm));
         }
-        let region = marker::norm_region(&values);
+        let region = layout.norm_region(&values);
         let consistent = region
             .iter()
             .zip(&expected)
