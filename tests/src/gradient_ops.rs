@@ -112,10 +112,12 @@ impl<B: EmbeddingBackend + SparseUpdate> Net<Ad<B>> {
     }
 }
 
-/// SGD for either model: the sparse-aware one for the sparse model, burn's for the dense one.
-enum Sgd<B: EmbeddingBackend + SparseUpdate> {
-    Sparse(Box<dyn FnMut(Net<Ad<B>>, GradientsParams) -> Net<Ad<B>>>),
-}
+/// One SGD step of either model.
+type Step<B> = Box<dyn FnMut(Net<Ad<B>>, GradientsParams) -> Net<Ad<B>>>;
+
+/// SGD for either model: the sparse-aware one for the sparse model, burn's for the dense one,
+/// with the same clipping.
+struct Sgd<B: EmbeddingBackend + SparseUpdate>(Step<B>);
 
 fn sgd<B: EmbeddingBackend + SparseUpdate>(
     sparse: bool,
@@ -125,20 +127,34 @@ fn sgd<B: EmbeddingBackend + SparseUpdate>(
         let mut optim = SparseSgdConfig::new()
             .with_grad_clipping(clipping)
             .init::<Ad<B>, Net<Ad<B>>>();
-        Sgd::Sparse(Box::new(move |net, grads| optim.step(LR, net, grads)))
+        Sgd(Box::new(move |net, grads| optim.step(LR, net, grads)))
     } else {
         let mut optim = SgdConfig::new()
             .with_gradient_clipping(clipping)
             .init::<Ad<B>, Net<Ad<B>>>();
-        Sgd::Sparse(Box::new(move |net, grads| optim.step(LR, net, grads)))
+        Sgd(Box::new(move |net, grads| optim.step(LR, net, grads)))
     }
 }
 
 impl<B: EmbeddingBackend + SparseUpdate> Sgd<B> {
     fn step(&mut self, net: Net<Ad<B>>, grads: GradientsParams) -> Net<Ad<B>> {
-        let Self::Sparse(step) = self;
-        step(net, grads)
+        (self.0)(net, grads)
     }
+}
+
+/// SGD over every batch, `edit` applied to each batch's gradients before its step.
+fn sgd_over_batches<B: EmbeddingBackend + SparseUpdate>(
+    mut net: Net<Ad<B>>,
+    sparse: bool,
+    edit: impl Fn(&Net<Ad<B>>, &mut GradientsParams),
+) -> Net<Ad<B>> {
+    let mut optim = sgd::<B>(sparse, None);
+    for batch in BATCHES {
+        let mut grads = net.grads(batch);
+        edit(&net, &mut grads);
+        net = optim.step(net, grads);
+    }
+    net
 }
 
 /// Runs `train` on the sparse and on the dense model and compares every parameter.
@@ -234,29 +250,21 @@ pub fn clipping<B: EmbeddingBackend + SparseUpdate>(device: &B::Device, toleranc
         "by hand, burn's GradientClipping::Norm",
         device,
         tolerance,
-        |mut net, s| {
-            let mut optim = sgd::<B>(s, None);
-            for batch in BATCHES {
-                let mut grads = net.grads(batch);
-                net.map_grads(&mut grads, |g| GradientClipping::Norm(0.8).clip_gradient(g));
-                net = optim.step(net, grads);
-            }
-            net
+        |net, s| {
+            sgd_over_batches(net, s, |net, grads| {
+                net.map_grads(grads, |g| GradientClipping::Norm(0.8).clip_gradient(g));
+            })
         },
     );
     same::<B>(
         "clip_grad_norm over the model",
         device,
         tolerance,
-        |mut net, s| {
-            let mut optim = sgd::<B>(s, None);
-            for batch in BATCHES {
-                let mut grads = net.grads(batch);
-                let norm = sparse::clip_grad_norm(&net, &mut grads, 1.5);
+        |net, s| {
+            sgd_over_batches(net, s, |net, grads| {
+                let norm = sparse::clip_grad_norm(net, grads, 1.5);
                 assert!(norm > 1.5, "the clip bites ({norm})");
-                net = optim.step(net, grads);
-            }
-            net
+            })
         },
     );
 }

@@ -80,7 +80,8 @@ const RADIX_BITS: u32 = 11;
 /// Sorts `(id, position)` pairs given in position order by id, keeping equal ids in position
 /// order. Ids in `0..2^32` (every table) go through a stable LSD radix sort of `id << 32 | position`
 /// keys over the bits the largest id uses (two passes for V up to 4M): a few linear passes over
-/// 8-byte keys, where a comparison sort of a bag batch (82k ids) measured several times slower.
+/// 8-byte keys, where a comparison sort of a bag batch is several times slower
+/// (`docs/measurements.md`).
 fn sort_by_id(pairs: impl Iterator<Item = (i64, u32)>, capacity: usize) -> Sorted {
     let mut keys: Vec<u64> = Vec::with_capacity(capacity);
     let mut max = 0u64;

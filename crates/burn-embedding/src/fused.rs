@@ -407,7 +407,7 @@ impl<B: Backend> Module<B> for FusedEmbedding<B> {
 /// A copy of `tensor` in a buffer of its own. A record (a checkpointer's, written on another
 /// thread while training goes on) that shared the table's buffers would make the next update
 /// copy the whole table to stay in place, and reading a shared NdArray buffer (`into_data`)
-/// copies it a value at a time (40 ms for the main job's tables, against one pass here). A
+/// copies it a value at a time (`docs/measurements.md`), against one pass here. A
 /// gather of every row: the same bits on every backend (arithmetic could quiet a signalling
 /// NaN or flush a subnormal), untracked.
 fn copied<B: Backend>(tensor: Tensor<B, 2>) -> Tensor<B, 2> {

@@ -33,7 +33,9 @@
 //!   gradient reads the value without a copy.
 //! - [`RowSparseGradient`]: with `sparse: true`, the backward yields the sorted unique touched
 //!   rows and their summed gradients, and never creates a `[V, D]` tensor;
-//!   [`sparse_grad_remove`] takes it after `backward()` (how it travels: below).
+//!   [`sparse_grad_remove`] takes it after `backward()` (how it travels: below). [`sparse`]
+//!   holds the reads and edits training code performs on gradients, sparse or dense: whether
+//!   every gradient is finite, the global norm and a clip by it, and edits of a table's rows.
 //!
 //! Indices are validated on every backend (PyTorch checks them on the CPU only): an index
 //! outside `0..num_embeddings` is an [`EmbeddingError`] naming it.

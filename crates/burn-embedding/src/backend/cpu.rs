@@ -129,8 +129,8 @@ const HUGE_PAGE_MIN_BYTES: usize = 8 << 20;
 
 /// A zeroed buffer of `len` floats that the caller writes in full. A large one is backed by
 /// huge pages where the kernel allows it: a fresh buffer of tens of MB (the [U, D] rows of a
-/// bag step at V = 1M: 42 MB) otherwise takes one page fault per 4 KiB on first touch, which
-/// measured half of that step's time on a 2-core VM.
+/// bag step at V = 1M) otherwise takes one page fault per 4 KiB on first touch, half of that
+/// step's time (`docs/measurements.md`).
 pub fn output_buffer(len: usize) -> Vec<f32> {
     // A large vec![0.0; n] is a fresh zeroed mapping, not yet touched: advice still applies.
     let values = vec![0.0f32; len];

@@ -344,8 +344,8 @@ pub(crate) fn host_ids(indices: &NdArrayTensor) -> Option<Vec<i64>> {
 }
 
 /// The gradient rows `[.., D]` of a lookup's output, read without copying where the layout
-/// allows: `sum().backward()` hands over a broadcast view (every row the same) that a copy to
-/// the standard layout would spend 2 ms on for 4096 x 128 values.
+/// allows: `sum().backward()` hands over a broadcast view (every row the same) whose copy to
+/// the standard layout would cost more than the backward (`docs/measurements.md`).
 pub(crate) enum TokenRows<'a> {
     /// Row-major: row `p` is `values[p * d..][..d]`.
     Contiguous(Cow<'a, [f32]>, usize),
@@ -388,8 +388,8 @@ impl<'a> TokenRows<'a> {
 fn gather(table: &[f32], d: usize, ids: &[i64], index_shape: Shape) -> NdArrayTensor {
     let len = ids.len() * d;
     let rows = table.len() / d.max(1);
-    // Every value is written below, so the buffer is not zeroed first (a 2 MB memset was a
-    // fifth of a 4096 x 128 lookup).
+    // Every value is written below, so the buffer is not zeroed first (the memset was a fifth
+    // of a lookup: `docs/measurements.md`).
     let mut out: Vec<f32> = Vec::with_capacity(len);
     let spare = &mut out.spare_capacity_mut()[..len];
     advise_huge_pages(spare.as_ptr().cast(), len * size_of::<f32>());

@@ -5,7 +5,8 @@
 //! weight as it is, the bag's max mode, whose arg-max we need as positions) takes the generic
 //! [`reference`](mod@super::reference) path. The sparse bag backward on the CPU runs the
 //! [`cpu`](super::cpu) kernel on the tensors' values: libtorch's own returns an uncoalesced
-//! gradient, and its `coalesce` of 82k rows measured 3-6x the rest of a bag step.
+//! gradient, and its `coalesce` costs several times the rest of a bag step
+//! (`docs/measurements.md`).
 
 use burn::backend::LibTorch;
 use burn::backend::libtorch::{TchElement, TchTensor};

@@ -29,7 +29,8 @@ where
     }
 }
 
-/// SGD for sparse weights, burn's `Sgd` for the rest.
+/// SGD for sparse weights, burn's `Sgd` for the rest. Lazy on purpose, as PyTorch's sparse SGD:
+/// weight decay reaches the rows a batch touched only.
 #[derive(Config, Debug)]
 pub struct SparseSgdConfig {
     /// Gradient clipping of every parameter, the sparse weights' rows included (see
@@ -42,17 +43,6 @@ pub struct SparseSgdConfig {
 }
 
 impl SparseSgdConfig {
-    /// Clips every gradient as burn's `with_grad_clipping` does, the sparse weights' rows
-    /// included: by value, each summed row value clamped; by norm, each table's whole summed
-    /// gradient. Takes a `GradientClippingConfig` or an `Option` of one.
-    pub fn with_grad_clipping(
-        mut self,
-        clipping: impl Into<Option<GradientClippingConfig>>,
-    ) -> Self {
-        self.clipping = clipping.into();
-        self
-    }
-
     /// The optimizer for a model `M`.
     pub fn init<B: SparseGradients, M: AutodiffModule<B>>(
         &self,
@@ -74,7 +64,8 @@ impl SparseSgdConfig {
     }
 }
 
-/// PyTorch's Adagrad for sparse weights, burn's `AdaGrad` for the rest.
+/// PyTorch's Adagrad for sparse weights, burn's `AdaGrad` for the rest. Lazy on purpose, as
+/// PyTorch's sparse Adagrad: the accumulators of untouched rows do not move.
 #[derive(Config, Debug)]
 pub struct SparseAdagradConfig {
     /// Gradient clipping of every parameter, the sparse weights' rows included (see
@@ -93,17 +84,6 @@ pub struct SparseAdagradConfig {
 }
 
 impl SparseAdagradConfig {
-    /// Clips every gradient as burn's `with_grad_clipping` does, the sparse weights' rows
-    /// included: by value, each summed row value clamped; by norm, each table's whole summed
-    /// gradient. Takes a `GradientClippingConfig` or an `Option` of one.
-    pub fn with_grad_clipping(
-        mut self,
-        clipping: impl Into<Option<GradientClippingConfig>>,
-    ) -> Self {
-        self.clipping = clipping.into();
-        self
-    }
-
     /// The optimizer for a model `M`.
     pub fn init<B: SparseGradients, M: AutodiffModule<B>>(
         &self,
@@ -127,7 +107,8 @@ impl SparseAdagradConfig {
 
 /// Row-wise Adagrad (FBGEMM's `EXACT_ROWWISE_ADAGRAD`, see [`SparseRule::RowwiseAdagrad`]) for
 /// sparse weights, burn's `AdaGrad` for the rest. The state of a `[V, D]` table is one float
-/// per row, `[V, 1]`.
+/// per row, `[V, 1]`. Lazy on purpose: the state and the weight decay of untouched rows do not
+/// move.
 #[derive(Config, Debug)]
 pub struct RowwiseAdagradConfig {
     /// Gradient clipping of every parameter, the sparse weights' rows included (see
@@ -143,17 +124,6 @@ pub struct RowwiseAdagradConfig {
 }
 
 impl RowwiseAdagradConfig {
-    /// Clips every gradient as burn's `with_grad_clipping` does, the sparse weights' rows
-    /// included: by value, each summed row value clamped; by norm, each table's whole summed
-    /// gradient. Takes a `GradientClippingConfig` or an `Option` of one.
-    pub fn with_grad_clipping(
-        mut self,
-        clipping: impl Into<Option<GradientClippingConfig>>,
-    ) -> Self {
-        self.clipping = clipping.into();
-        self
-    }
-
     /// The optimizer for a model `M`.
     pub fn init<B: SparseGradients, M: AutodiffModule<B>>(
         &self,
@@ -177,7 +147,8 @@ impl RowwiseAdagradConfig {
     }
 }
 
-/// Lazy Adam (PyTorch's `SparseAdam`) for sparse weights, burn's `Adam` for the rest.
+/// Lazy Adam (PyTorch's `SparseAdam`) for sparse weights, burn's `Adam` for the rest. Lazy on
+/// purpose: the moments of rows a batch did not touch do not decay, and those rows do not move.
 #[derive(Config, Debug)]
 pub struct LazyAdamConfig {
     /// Gradient clipping of every parameter, the sparse weights' rows included (see
@@ -196,17 +167,6 @@ pub struct LazyAdamConfig {
 }
 
 impl LazyAdamConfig {
-    /// Clips every gradient as burn's `with_grad_clipping` does, the sparse weights' rows
-    /// included: by value, each summed row value clamped; by norm, each table's whole summed
-    /// gradient. Takes a `GradientClippingConfig` or an `Option` of one.
-    pub fn with_grad_clipping(
-        mut self,
-        clipping: impl Into<Option<GradientClippingConfig>>,
-    ) -> Self {
-        self.clipping = clipping.into();
-        self
-    }
-
     /// The optimizer for a model `M`.
     pub fn init<B: SparseGradients, M: AutodiffModule<B>>(
         &self,
@@ -231,7 +191,7 @@ impl LazyAdamConfig {
 }
 
 /// Lazy AdamW for sparse weights (decoupled decay on the touched rows), burn's `AdamW` for the
-/// rest.
+/// rest. Lazy on purpose: untouched rows neither decay nor move, and their moments stay.
 #[derive(Config, Debug)]
 pub struct LazyAdamWConfig {
     /// Gradient clipping of every parameter, the sparse weights' rows included (see
@@ -253,17 +213,6 @@ pub struct LazyAdamWConfig {
 }
 
 impl LazyAdamWConfig {
-    /// Clips every gradient as burn's `with_grad_clipping` does, the sparse weights' rows
-    /// included: by value, each summed row value clamped; by norm, each table's whole summed
-    /// gradient. Takes a `GradientClippingConfig` or an `Option` of one.
-    pub fn with_grad_clipping(
-        mut self,
-        clipping: impl Into<Option<GradientClippingConfig>>,
-    ) -> Self {
-        self.clipping = clipping.into();
-        self
-    }
-
     /// The optimizer for a model `M`.
     pub fn init<B: SparseGradients, M: AutodiffModule<B>>(
         &self,
@@ -287,3 +236,30 @@ impl LazyAdamWConfig {
         }
     }
 }
+
+/// `with_grad_clipping` for each config: one builder that takes a `GradientClippingConfig` or an
+/// `Option` of one (the derived `with_clipping` takes the `Option` alone).
+macro_rules! with_grad_clipping {
+    ($($config:ty),*) => {$(
+        impl $config {
+            /// Clips every gradient as burn's `with_grad_clipping` does, the sparse weights' rows
+            /// included: by value, each summed row value clamped; by norm, each table's whole
+            /// summed gradient. Takes a `GradientClippingConfig` or an `Option` of one.
+            pub fn with_grad_clipping(
+                mut self,
+                clipping: impl Into<Option<GradientClippingConfig>>,
+            ) -> Self {
+                self.clipping = clipping.into();
+                self
+            }
+        }
+    )*};
+}
+
+with_grad_clipping!(
+    SparseSgdConfig,
+    SparseAdagradConfig,
+    RowwiseAdagradConfig,
+    LazyAdamConfig,
+    LazyAdamWConfig
+);

@@ -40,8 +40,8 @@ impl<E: TchElement> SparseUpdate for LibTorch<E> {
 
 /// `target[ids] += rows`, in place when nothing else holds the target's storage. burn-tch
 /// 0.21's `select_assign` clones the tensor before it asks whether it may write in place, so it
-/// always copies: a [V, D] copy per optimizer step (200 ms at V = 1M, D = 128, for 4096 rows)
-/// for the weight and each moment.
+/// always copies: a [V, D] copy per optimizer step for the weight and each moment
+/// (`docs/measurements.md`).
 fn add_rows_in_place<E: TchElement>(
     target: Tensor<LibTorch<E>, 2>,
     ids: Tensor<LibTorch<E>, 1, Int>,

@@ -157,7 +157,11 @@ impl Layout {
 fn sentinel_pattern(at: usize) -> f32 {
     let k = (at as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56;
     let magnitude = 1.0 + (1 + k % 255) as f32 / 256.0;
-    if at % 2 == 0 { magnitude } else { -magnitude }
+    if at.is_multiple_of(2) {
+        magnitude
+    } else {
+        -magnitude
+    }
 }
 
 /// Whether `dims` is the marker shape of a `[num_embeddings, dim]` weight.

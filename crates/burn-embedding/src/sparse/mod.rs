@@ -50,6 +50,10 @@
 //! rows a batch did not touch do not move (PyTorch's `SparseAdam` and sparse SGD/Adagrad do the
 //! same). See the name table in the crate README.
 //!
+//! //! # Half precision
+//! A marker's entries need f32's range and precision (2^-64 identity entries, checks with eight
+//! fraction bits): an f16 or bf16 gradient travels dense.
+//!
 //! # What cannot be made exact in burn 0.21
 //! A dense term on the weight (an L2 penalty, `w * 0.5` in a tied projection) that burn's
 //! backward visits *after* the lookup adds a `[V, D]` tensor to the marker inside burn's

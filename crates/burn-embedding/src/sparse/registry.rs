@@ -118,6 +118,15 @@ impl<B: Backend> TicketRows<B> {
         }
     }
 
+    /// Whether the rows are f32 or f64: a marker's entries need f32's range and precision.
+    pub fn is_full_precision(&self) -> bool {
+        let dtype = match self {
+            Self::Rows(rows) => rows.values.dtype(),
+            Self::Tokens(tokens) => tokens.grad.dtype(),
+        };
+        matches!(dtype, burn::tensor::DType::F32 | burn::tensor::DType::F64)
+    }
+
     /// Bytes the rows hold.
     fn bytes(&self) -> usize {
         let floats = match self {
