@@ -148,7 +148,7 @@ pub(super) fn deliver_dense<B: EmbeddingBackend>(
         Some(earlier) if earlier.shape().as_slice() == shape => B::float_add(dense, earlier),
         Some(marker) => {
             let device = B::float_device(&dense);
-            let presented = registry::read(&float::<B, 2>(marker), shape, &device, false)
+            let presented = registry::read(float::<B, 2>(marker), shape, &device, false)
                 .unwrap_or_else(|err| panic!("burn-embedding: {err}"));
             registry::forget(&presented.tickets);
             match presented.into_rows() {

@@ -59,28 +59,36 @@ where
         let d = *g.shape().last().expect("grad is [.., D]");
         let view = g.view();
         let rows = TokenRows::new(view, d);
+        // Every token's squared norm in one pass in position order (split between threads
+        // when large), then the ids grouped: a lone token's row is its id's row, and only the
+        // rows of repeated ids are summed (into one scratch row, in position order, divided by
+        // the count with scale_grad_by_freq, as the backward sums them), never stored.
+        let token_norms: Vec<f64> = match &rows {
+            TokenRows::Broadcast(row) => vec![squared_norm(row); ids.len()],
+            TokenRows::Contiguous(values, _) => values.chunks_exact(d).map(squared_norm).collect(),
+        };
         let batch = Coalesced::new(&ids, options.padding_idx);
-        // Each id's rows summed into one scratch row as the backward sums them (position
-        // order, divided by the count with scale_grad_by_freq), never stored.
         let mut scratch = vec![0.0f32; d];
-        let mut total = 0.0f64;
-        for slot in batch.slot_starts.windows(2) {
-            let positions = &batch.grouped[slot[0] as usize..slot[1] as usize];
-            let count = positions.len() as f32;
-            for (k, &pos) in positions.iter().enumerate() {
-                let src = rows.row(pos as usize);
-                if options.scale_grad_by_freq {
-                    add_row(&mut scratch, src, k == 0, |g| g / count);
-                } else {
-                    add_row(&mut scratch, src, k == 0, |g| g);
+        batch
+            .slot_starts
+            .windows(2)
+            .map(|slot| {
+                let positions = &batch.grouped[slot[0] as usize..slot[1] as usize];
+                if let [pos] = positions {
+                    return token_norms[*pos as usize];
                 }
-            }
-            total += scratch
-                .iter()
-                .map(|&v| f64::from(v) * f64::from(v))
-                .sum::<f64>();
-        }
-        total
+                let count = positions.len() as f32;
+                for (k, &pos) in positions.iter().enumerate() {
+                    let src = rows.row(pos as usize);
+                    if options.scale_grad_by_freq {
+                        add_row(&mut scratch, src, k == 0, |g| g / count);
+                    } else {
+                        add_row(&mut scratch, src, k == 0, |g| g);
+                    }
+                }
+                squared_norm(&scratch)
+            })
+            .sum()
     }
 
     fn embedding_grad_dense(
@@ -320,6 +328,24 @@ pub(crate) fn row_start(id: i64, d: usize, rows: usize) -> usize {
     }
 }
 
+/// `sum(x^2)` of a row, in eight independent lanes (a single running sum is bound by the
+/// latency of each add), added in f64.
+fn squared_norm(row: &[f32]) -> f64 {
+    let mut lanes = [0.0f32; 8];
+    let chunks = row.chunks_exact(8);
+    let rest: f64 = chunks
+        .remainder()
+        .iter()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += v * v;
+        }
+    }
+    lanes.iter().map(|&l| f64::from(l)).sum::<f64>() + rest
+}
+
 /// The values of a contiguous f32 tensor.
 fn f32_values(tensor: &NdArrayTensor) -> Option<Vec<f32>> {
     match tensor {
@@ -422,4 +448,45 @@ fn tensor(values: Vec<f32>, shape: impl AsRef<[usize]>) -> NdArrayTensor {
     let array =
         Array::from_shape_vec(IxDyn(shape.as_ref()), values).expect("length matches the shape");
     NdArrayTensor::from(array.into_shared())
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::backend::NdArray;
+    use burn::tensor::{Distribution, Int, Tensor, TensorData};
+
+    use super::reference;
+    use crate::{EmbeddingBackend, EmbeddingOptions};
+
+    /// The norm of a lookup's summed rows, computed without storing them, equals the norm of
+    /// the rows the backward sums: duplicates, padding, scale_grad_by_freq, a broadcast
+    /// gradient, and a batch large enough for the threaded path.
+    #[test]
+    fn token_grad_norm_equals_the_norm_of_the_summed_rows() {
+        type B = NdArray;
+        let device = Default::default();
+        for (n, d, v) in [(7usize, 3usize, 5usize), (4096, 128, 1000)] {
+            let ids: Vec<i64> = (0..n).map(|i| ((i * 7919) % v) as i64 / 3).collect();
+            let indices =
+                Tensor::<B, 1, Int>::from_data(TensorData::new(ids, [n]), &device).into_primitive();
+            let random = Tensor::<B, 2>::random([n, d], Distribution::Normal(0.0, 1.0), &device);
+            let broadcast = Tensor::<B, 2>::ones([1, d], &device).expand([n, d]);
+            for grad in [random, broadcast] {
+                let grad = grad.into_primitive().tensor();
+                for options in [
+                    EmbeddingOptions::new(),
+                    EmbeddingOptions::new().with_padding_idx(Some(0)),
+                    EmbeddingOptions::new().with_scale_grad_by_freq(true),
+                ] {
+                    let options = options.with_sparse(true);
+                    let fast = B::embedding_token_grad_norm_sq(&grad, &indices, v, &options);
+                    let summed = reference::token_grad_norm_sq::<B>(&grad, &indices, v, &options);
+                    assert!(
+                        (fast - summed).abs() <= 1e-6 * summed.max(1.0),
+                        "{n} x {d}, {options:?}: {fast} vs {summed}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -256,7 +256,9 @@ impl<B: SparseGradients, G: Markers<B::InnerBackend>> ModuleVisitor<B> for FindR
         let keep_tokens = markers.len() == 1;
         let mut presented = Presented::empty();
         for marker in markers {
-            let more = read_marker(&marker, shape, &device, keep_tokens).expect("a marker");
+            let Ok(more) = read_marker(marker, shape, &device, keep_tokens) else {
+                unreachable!("take_markers keeps markers only")
+            };
             if keep_tokens {
                 presented = more;
             } else {

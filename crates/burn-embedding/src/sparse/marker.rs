@@ -116,26 +116,38 @@ impl Layout {
         values
     }
 
-    /// The slots a marker names (those with a non-zero identity or check entry).
-    pub fn named(&self, values: &[f32]) -> Vec<Named> {
-        (0..SLOTS)
-            .filter(|&s| values[self.id(s)] != 0.0 || values[self.check(s)] != 0.0)
-            .map(|slot| Named {
-                slot,
-                id: values[self.id(slot)],
-                check: values[self.check(slot)],
-            })
+    /// The slot regions of a marker's values, gathered row after row: `ID`, `CHECK` and `NORM`
+    /// are its `[0, SLOTS)`, `[SLOTS, 2 SLOTS)` and `[2 SLOTS, 3 SLOTS)`, the unused entries
+    /// follow.
+    pub fn regions(&self, values: &[f32]) -> Vec<f32> {
+        values
+            .chunks_exact(self.cols)
+            .flat_map(|row| &row[self.sentinel_cols..])
+            .copied()
             .collect()
     }
 
-    /// The norm region: entry `s` belongs to slot `s`.
-    pub fn norm_region(&self, values: &[f32]) -> Vec<f32> {
-        (0..SLOTS).map(|s| values[self.norm(s)]).collect()
+    /// The slots a marker names (those with a non-zero identity or check entry), from its
+    /// [`regions`](Self::regions).
+    pub fn named(&self, regions: &[f32]) -> Vec<Named> {
+        let (ids, checks) = (&regions[..SLOTS], &regions[SLOTS..2 * SLOTS]);
+        ids.iter()
+            .zip(checks)
+            .enumerate()
+            .filter(|(_, (id, check))| **id != 0.0 || **check != 0.0)
+            .map(|(slot, (&id, &check))| Named { slot, id, check })
+            .collect()
     }
 
-    /// Whether the sentinel block and the unused entries hold what the named slots imply: the
-    /// sum of their identity entries times the pattern, and zeros.
-    pub fn sentinel_matches(&self, values: &[f32], named: &[Named]) -> bool {
+    /// The norm region, from the marker's [`regions`](Self::regions): entry `s` belongs to
+    /// slot `s`.
+    pub fn norm_region<'a>(&self, regions: &'a [f32]) -> &'a [f32] {
+        &regions[2 * SLOTS..3 * SLOTS]
+    }
+
+    /// Whether the sentinel block of `values` and the unused entries of its `regions` hold what
+    /// the named slots imply: the sum of their identity entries times the pattern, and zeros.
+    pub fn sentinel_matches(&self, values: &[f32], regions: &[f32], named: &[Named]) -> bool {
         let total: f64 = named.iter().map(|n| f64::from(n.id)).sum();
         let magnitude: f64 = named.iter().map(|n| f64::from(n.id).abs()).sum();
         if !total.is_finite() {
@@ -145,10 +157,7 @@ impl Layout {
             let expected = total * f64::from(pattern);
             (f64::from(values[at]) - expected).abs() <= 1e-3 * magnitude * f64::from(pattern.abs())
         });
-        let used = 3 * SLOTS;
-        let width = self.cols - self.sentinel_cols;
-        let unused_ok = (used..self.rows * width).all(|k| values[self.region(k)] == 0.0);
-        sentinel_ok && unused_ok
+        sentinel_ok && regions[3 * SLOTS..].iter().all(|&v| v == 0.0)
     }
 }
 
@@ -252,11 +261,15 @@ mod tests {
                 let c = c * 2f32.powi(exp);
                 let values = layout.encode(5, check, &[]);
                 let scaled: Vec<f32> = values.iter().map(|v| v * c).collect();
-                let named = layout.named(&scaled);
+                let regions = layout.regions(&scaled);
+                let named = layout.named(&regions);
                 assert_eq!(named.len(), 1);
                 assert_eq!(named[0].coefficient(), f64::from(c), "2^{exp}");
                 assert!(named[0].matches(check), "2^{exp}");
-                assert!(layout.sentinel_matches(&scaled, &named), "2^{exp}");
+                assert!(
+                    layout.sentinel_matches(&scaled, &regions, &named),
+                    "2^{exp}"
+                );
             }
         }
     }
@@ -299,17 +312,19 @@ mod tests {
             ("corner", edited(&|i, v| if i == 0 { 0.0 } else { v })),
         ];
         for (what, values) in edits {
-            let named = layout.named(&values);
+            let regions = layout.regions(&values);
+            let named = layout.named(&regions);
             let consistent = named.iter().all(|n| n.matches(check)) && !named.is_empty();
             assert!(
-                !(consistent && layout.sentinel_matches(&values, &named)),
+                !(consistent && layout.sentinel_matches(&values, &regions, &named)),
                 "{what} went unnoticed"
             );
         }
         // Another ticket's check value in the same slot.
         let other = (0..).map(check_value).find(|&c| c != check).unwrap();
-        assert!(!layout.named(&values)[0].matches(other));
-        assert!(layout.named(&values)[0].is_some_ticket());
+        let named = layout.named(&layout.regions(&values));
+        assert!(!named[0].matches(other));
+        assert!(named[0].is_some_ticket());
     }
 
     #[test]

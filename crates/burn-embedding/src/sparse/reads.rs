@@ -12,24 +12,22 @@ use super::registry::{self, MarkerError, Presented, TicketRows, read, settle};
 use super::rows::RowSparseGradient;
 use crate::optim::SparseGradients;
 
-/// Reads the marker `grad` of a `[num_embeddings, dim]` weight, or `None` when `grad` is dense.
+/// Reads the marker `grad` of a `[num_embeddings, dim]` weight; `Err(grad)` when it is dense.
 ///
 /// # Panics
 /// When the marker names dropped rows or went through a non-linear operation (see
 /// [`MarkerError`]).
 pub(crate) fn read_marker<B: crate::EmbeddingBackend>(
-    grad: &Tensor<B, 2>,
+    grad: Tensor<B, 2>,
     shape: [usize; 2],
     device: &B::Device,
     keep_tokens: bool,
-) -> Option<Presented<B>> {
+) -> Result<Presented<B>, Tensor<B, 2>> {
     if !marker::is_marker_shape(grad.dims(), shape) {
-        return None;
+        return Err(grad);
     }
-    Some(
-        read(grad, shape, device, keep_tokens)
-            .unwrap_or_else(|err: MarkerError| panic!("burn-embedding: {err}")),
-    )
+    Ok(read(grad, shape, device, keep_tokens)
+        .unwrap_or_else(|err: MarkerError| panic!("burn-embedding: {err}")))
 }
 
 /// Takes the row-sparse gradient of `weight` out of `grads` after `backward()`: the rows of
@@ -60,9 +58,12 @@ pub fn sparse_grad_remove<B: SparseGradients>(
 ) -> Option<RowSparseGradient<B::InnerBackend>> {
     let grad = weight.grad_remove(grads)?;
     let node = B::weight_node(&weight.clone().into_primitive().tensor());
-    let Some(presented) = read_marker(&grad, weight.dims(), &weight.device(), false) else {
-        weight.grad_replace(grads, grad);
-        return None;
+    let presented = match read_marker(grad, weight.dims(), &weight.device(), false) {
+        Ok(presented) => presented,
+        Err(dense) => {
+            weight.grad_replace(grads, dense);
+            return None;
+        }
     };
     settle(&presented.tickets, node);
     presented.rows
@@ -92,7 +93,9 @@ pub fn sparse_grad<B: SparseGradients>(
     grads: &B::Gradients,
 ) -> Option<RowSparseGradient<B::InnerBackend>> {
     let grad = weight.grad(grads)?;
-    read_marker(&grad, weight.dims(), &weight.device(), false)?.rows
+    read_marker(grad, weight.dims(), &weight.device(), false)
+        .ok()?
+        .rows
 }
 
 /// One parameter's gradient in a `GradientsParams`: dense, or the rows of a sparse weight.
@@ -133,7 +136,8 @@ impl<B: SparseGradients, F: FnMut(ParamId, Grad<B>)> ModuleVisitor<B> for EachGr
             let shape: [usize; 2] = param.lazy_shape().dims();
             let dims = grad.dims();
             let grad2: Tensor<B::InnerBackend, 2> = grad.clone().reshape([dims[0], dims[D - 1]]);
-            if let Some(presented) = read_marker(&grad2, shape, &grad2.device(), false) {
+            let device = grad2.device();
+            if let Ok(presented) = read_marker(grad2, shape, &device, false) {
                 (self.f)(param.id, Grad::Rows(presented.into_rows()));
                 return;
             }
@@ -255,7 +259,8 @@ pub fn grad_rows<B: SparseGradients>(
 ) -> Option<RowSparseGradient<B::InnerBackend>> {
     let grad = grads.get::<B::InnerBackend, 2>(weight.id)?;
     let shape: [usize; 2] = weight.lazy_shape().dims();
-    read_marker(&grad, shape, &grad.device(), false)?.into_rows()
+    let device = grad.device();
+    read_marker(grad, shape, &device, false).ok()?.into_rows()
 }
 
 /// Replaces the gradient of the sparse weight `weight` in `grads` by `f` of its rows: the
@@ -288,7 +293,8 @@ pub fn map_grad<B: SparseGradients>(
         return;
     };
     let shape: [usize; 2] = weight.lazy_shape().dims();
-    let Some(presented) = read_marker(&grad, shape, &grad.device(), false) else {
+    let device = grad.device();
+    let Ok(presented) = read_marker(grad.clone(), shape, &device, false) else {
         return;
     };
     let renorm = presented.renorms.first().map(|(r, _)| *r);

@@ -29,7 +29,7 @@ use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{Tensor, TensorData, TensorMetadata};
+use burn::tensor::{ElementConversion, Tensor, TensorData, TensorMetadata};
 use hashbrown::HashMap;
 
 use super::marker::{self, Layout, SLOTS};
@@ -149,7 +149,8 @@ impl<B: EmbeddingBackend> TicketRows<B> {
     /// The squared norm of the summed rows, in f64; NaN or infinite when a row is not finite.
     fn norm_sq(&self) -> f64 {
         match self {
-            Self::Rows(rows) => host_values(&rows.values).iter().map(|v| v * v).sum(),
+            // On the device: one scalar comes back, not the rows.
+            Self::Rows(rows) => rows.values.clone().square().sum().into_scalar().elem(),
             Self::Tokens(t) => {
                 B::embedding_token_grad_norm_sq(&t.grad, &t.indices, t.num_embeddings, &t.options)
             }
@@ -585,20 +586,20 @@ impl core::fmt::Display for MarkerError {
 /// `keep_tokens`, the rows of a lone ticket (coefficient 1, no renormalisation, on `device`)
 /// that are not summed yet are handed over as they are (see [`Presented::tokens`]).
 pub(crate) fn read<B: EmbeddingBackend>(
-    marker_values: &Tensor<B, 2>,
+    marker_values: Tensor<B, 2>,
     shape: [usize; 2],
     device: &B::Device,
     keep_tokens: bool,
 ) -> Result<Presented<B>, MarkerError> {
-    let values: Vec<f32> = marker_values
-        .to_data()
-        .convert::<f32>()
-        .iter::<f32>()
-        .collect();
+    // Taken by value: reading a tensor nothing else holds moves its buffer, where a shared one
+    // is copied a value at a time.
+    let data = marker_values.into_data().convert::<f32>();
+    let values = data.as_slice::<f32>().expect("f32 values");
     let class = Class::of::<B>(shape[0], shape[1]);
     let layout = Layout::of(shape[0], shape[1]);
-    let named = layout.named(&values);
-    if !layout.sentinel_matches(&values, &named) {
+    let regions = layout.regions(values);
+    let named = layout.named(&regions);
+    if !layout.sentinel_matches(values, &regions, &named) {
         return Err(MarkerError::Edited { shape });
     }
     type Entry<B> = (u64, f64, TicketRows<B>, Option<Renorm>);
@@ -631,7 +632,7 @@ pub(crate) fn read<B: EmbeddingBackend>(
             }
             entries.push((w.ticket, c, w.rows::<B>().clone(), w.renorm));
         }
-        let region = layout.norm_region(&values);
+        let region = layout.norm_region(&regions);
         let consistent = region
             .iter()
             .zip(&expected)
@@ -770,7 +771,7 @@ mod tests {
         // c equals a: 0.5 * (a + c) - b has rows 1 -> (3, 0), 4 -> (-1, 2), 7 -> (2, -1).
         let mixed = (a + c).mul_scalar(0.5) - b;
         assert!((norm(&mixed) - 19.0f64.sqrt()).abs() < 1e-4);
-        let presented = read::<B>(&mixed, [10, 2], &Default::default(), false).unwrap();
+        let presented = read::<B>(mixed.clone(), [10, 2], &Default::default(), false).unwrap();
         let summed = presented.rows.unwrap();
         assert_eq!(summed.ids_vec(), [1, 4, 7]);
         let values: Vec<f32> = summed.values.into_data().to_vec().unwrap();
@@ -784,20 +785,20 @@ mod tests {
         let node = NODE - 1;
         let m = issue(rows(&[2], &[30.0, 40.0], 2), None, node);
         let device = Default::default();
-        assert!(read::<B>(&m, [10, 2], &device, false).is_ok());
+        assert!(read::<B>(m.clone(), [10, 2], &device, false).is_ok());
         let clamped = m.clone().clamp(-1.0, 1.0);
         assert_eq!(
-            read::<B>(&clamped, [10, 2], &device, false).err(),
+            read::<B>(clamped.clone(), [10, 2], &device, false).err(),
             Some(MarkerError::Edited { shape: [10, 2] })
         );
         let masked = m.clone().mask_fill(m.clone().abs().lower_elem(1e-3), 0.0);
         assert!(matches!(
-            read::<B>(&masked, [10, 2], &device, false),
+            read::<B>(masked.clone(), [10, 2], &device, false),
             Err(MarkerError::Edited { .. })
         ));
         registry().retain(|w| w.weight_node != node);
         assert_eq!(
-            read::<B>(&m, [10, 2], &device, false).err(),
+            read::<B>(m.clone(), [10, 2], &device, false).err(),
             Some(MarkerError::Dropped { shape: [10, 2] })
         );
     }
@@ -807,12 +808,20 @@ mod tests {
         let node = NODE - 2;
         let m = issue(rows(&[2], &[1.0, 1.0], 2), None, node);
         let device = Default::default();
-        let ticket = read::<B>(&m, [10, 2], &device, false).unwrap().tickets;
+        let ticket = read::<B>(m.clone(), [10, 2], &device, false)
+            .unwrap()
+            .tickets;
         settle(&ticket, node);
         for _ in 0..KEEP_STEPS {
-            assert!(read::<B>(&m, [10, 2], &device, false).is_ok(), "kept");
+            assert!(
+                read::<B>(m.clone(), [10, 2], &device, false).is_ok(),
+                "kept"
+            );
             settle(&[], node);
         }
-        assert!(read::<B>(&m, [10, 2], &device, false).is_err(), "swept");
+        assert!(
+            read::<B>(m.clone(), [10, 2], &device, false).is_err(),
+            "swept"
+        );
     }
 }
