@@ -1,4 +1,4 @@
-//! Sparse-aware optimizers: burn [`Optimizer`]s that update an embedding with a row-sparse
+//! Sparse-aware optimizers: burn [`Optimizer`](burn::optim::Optimizer)s that update an embedding with a row-sparse
 //! gradient at the cost of the rows a batch touched, so that burn-train's `Learner` (or a
 //! hand-written loop) trains a huge vocabulary at the cost of the tokens in a batch.
 //!

@@ -6,15 +6,15 @@
 //! those tensors when it accumulates (two uses of a weight in one graph, `GradientsAccumulator`,
 //! the Learner's `grads_accumulation`, the multi-device sum), so a `[U, D]` block of rows cannot
 //! ride in them. With `sparse: true`, the backward op of a lookup or a bag
-//! 1. keeps its rows in the [registry](registry) under a fresh *ticket* (a lookup's output
+//! 1. keeps its rows in the registry (`sparse::registry`) under a fresh *ticket* (a lookup's output
 //!    gradient and ids as they are, PyTorch's uncoalesced gradient, where the backend defers the
 //!    sum; else the coalesced rows);
 //! 2. registers in the weight's place the ticket's *marker* (a small tensor of a shape that
-//!    broadcasts against no weight; layout in [`marker`]).
+//!    broadcasts against no weight; layout in `sparse::marker`).
 //!
-//! The backend reaches this module through one entry point, [`registry::issue`] (called by the
+//! The backend reaches this module through one entry point, `registry::issue` (called by the
 //! backward ops' delivery); the optimizers and the functions below read markers through
-//! [`registry::read`] and [`registry::settle`]. Nothing else touches the registry.
+//! `registry::read` and `registry::settle`. Nothing else touches the registry.
 //!
 //! # Invariants (each with a unit test beside its code)
 //! 1. **Linear operations are exact.** A marker is a vector with one identity entry per ticket;
@@ -33,16 +33,16 @@
 //!    [`clip_grad_norm`], [`map_grad`]) (`registry` tests).
 //! 4. **Gradients live as a user holds them.** A ticket stays after a step presents it (the same
 //!    gradients stepped twice, a momentum kept by hand, gradients computed ahead and stepped one
-//!    by one) for [`registry::KEEP_STEPS`] steps of its weight; a dropped gradient leaves after as
+//!    by one) for 8 steps of its weight; a dropped gradient leaves after as
 //!    many steps of its weight. Memory is bounded per weight shape: at most
-//!    [`marker::SLOTS`] tickets and twice the dense gradient's bytes (the oldest go first).
+//!    8192 tickets and twice the dense gradient's bytes (the oldest go first).
 //!    A marker naming a ticket that left fails with a message that says why.
 //! 5. **No cross-talk.** Each marker names its own tickets by slot and check value: models and
 //!    tables of the same shape, on any threads, never read each other's rows.
 //! 6. **A step changes nothing before it can complete.** The optimizers read every marker before
 //!    anything is stepped, and settle the tickets only after burn's optimizer for the other
 //!    parameters returned.
-//! 7. **A fused table refuses what it cannot honour.** Its probe gradient ([`probe`]) identifies
+//! 7. **A fused table refuses what it cannot honour.** Its probe gradient (`sparse::probe`) identifies
 //!    one backward pass exactly; sums and scalings of it are refused with a message.
 //!
 //! # Lazy semantics that differ from dense on purpose
