@@ -23,7 +23,7 @@
 //!    coefficients exact in f32 (`marker` tests).
 //! 2. **Reads of the whole tensor see the dense gradient's answer.** The marker's Euclidean norm
 //!    is the norm of the rows it stands for, for one backward and for any combination of the
-//!    backward passes of one accumulation window (`registry` tests); a NaN or an infinity in the
+//!    last 16 backward passes of one accumulation window (`registry` tests); a NaN or an infinity in the
 //!    rows puts one in the marker. So finiteness checks, logged norms and a clip by norm written
 //!    by hand (burn's `GradientClipping::Norm`) behave as on the dense gradient. [`grads_are_finite`],
 //!    [`grad_norm`] and [`clip_grad_norm`] do the same over a whole model from the rows.

@@ -34,12 +34,13 @@ use hashbrown::HashMap;
 
 use super::marker::{self, Layout, SLOTS};
 use super::rows::RowSparseGradient;
+use crate::util::int_tensor;
 use crate::{EmbeddingBackend, EmbeddingOptions};
 
 /// Steps of its weight a ticket stays for after its issue or its last presentation.
 pub(crate) const KEEP_STEPS: u64 = 8;
 /// The most earlier tickets of a weight whose Gram products a new ticket's norm vector keeps.
-pub(crate) const WINDOW: usize = 64;
+pub(crate) const WINDOW: usize = 16;
 
 /// Bytes of waiting rows a class may hold: twice its dense gradient, and at least 64 MiB.
 fn budget(num_embeddings: usize, dim: usize) -> usize {
@@ -158,52 +159,33 @@ impl<B: EmbeddingBackend> TicketRows<B> {
     }
 }
 
-fn host_values<B: Backend>(values: &Tensor<B, 2>) -> Vec<f64> {
-    values.to_data().convert::<f64>().iter::<f64>().collect()
-}
-
-/// Summed rows on the host, for the dot products of an accumulation window.
-#[derive(Debug)]
-struct HostRows {
-    ids: Vec<i64>,
-    values: Vec<f64>,
-    dim: usize,
-}
-
-impl HostRows {
-    fn of<B: EmbeddingBackend>(rows: Option<&RowSparseGradient<B>>, dim: usize) -> Self {
-        match rows {
-            Some(rows) => Self {
-                ids: rows.ids_vec(),
-                values: host_values(&rows.values),
-                dim,
-            },
-            None => Self {
-                ids: Vec::new(),
-                values: Vec::new(),
-                dim,
-            },
-        }
-    }
-
-    /// The dot product of the two gradients (ids sorted and unique in both).
-    fn dot(&self, other: &Self) -> f64 {
-        let (mut i, mut j, d) = (0, 0, self.dim);
-        let mut sum = 0.0;
-        while i < self.ids.len() && j < other.ids.len() {
-            match self.ids[i].cmp(&other.ids[j]) {
-                core::cmp::Ordering::Less => i += 1,
-                core::cmp::Ordering::Greater => j += 1,
-                core::cmp::Ordering::Equal => {
-                    let (a, b) = (&self.values[i * d..][..d], &other.values[j * d..][..d]);
-                    sum += a.iter().zip(b).map(|(x, y)| x * y).sum::<f64>();
-                    i += 1;
-                    j += 1;
-                }
+/// The dot product of two row-sparse gradients of one weight: their common ids matched on the
+/// host (ids only), the rows multiplied on the device, one scalar read back.
+fn dot<B: Backend>(
+    (a, a_ids): (&RowSparseGradient<B>, &[i64]),
+    (b, b_ids): (&RowSparseGradient<B>, &[i64]),
+) -> f64 {
+    let (mut i, mut j) = (0, 0);
+    let (mut at_a, mut at_b) = (Vec::new(), Vec::new());
+    while i < a_ids.len() && j < b_ids.len() {
+        match a_ids[i].cmp(&b_ids[j]) {
+            core::cmp::Ordering::Less => i += 1,
+            core::cmp::Ordering::Greater => j += 1,
+            core::cmp::Ordering::Equal => {
+                at_a.push(i as i64);
+                at_b.push(j as i64);
+                i += 1;
+                j += 1;
             }
         }
-        sum
     }
+    if at_a.is_empty() {
+        return 0.0;
+    }
+    let device = a.values.device();
+    let rows_a = a.values.clone().select(0, int_tensor::<B>(&at_a, &device));
+    let rows_b = b.values.clone().select(0, int_tensor::<B>(&at_b, &device));
+    (rows_a * rows_b).sum().into_scalar().elem()
 }
 
 struct Waiting {
@@ -214,8 +196,8 @@ struct Waiting {
     /// A [`TicketRows`] of the class's backend.
     rows: Box<dyn Any + Send>,
     bytes: usize,
-    /// The summed rows on the host, once a later ticket of the window needed them.
-    host: Option<Arc<HostRows>>,
+    /// The summed rows' ids on the host, once a later ticket of the window needed them.
+    ids: Option<Arc<Vec<i64>>>,
     renorm: Option<Renorm>,
     /// The autodiff node of the weight tensor the lookup read.
     weight_node: u64,
@@ -366,26 +348,27 @@ fn window<B: EmbeddingBackend>(class: Class, weight_node: u64) -> Vec<(u64, Tick
     members.split_off(skip)
 }
 
-/// The host rows of ticket `ticket`, summed and cached in the registry (a token gradient is
-/// summed then, and kept summed).
-fn host_rows<B: EmbeddingBackend>(ticket: u64, rows: TicketRows<B>, dim: usize) -> Arc<HostRows> {
-    if let Some(host) = registry()
+/// The summed rows of ticket `ticket` and their ids on the host, cached in the registry (a token
+/// gradient is summed then, and kept summed).
+fn summed_rows<B: EmbeddingBackend>(
+    ticket: u64,
+    rows: TicketRows<B>,
+) -> Option<(RowSparseGradient<B>, Arc<Vec<i64>>)> {
+    let cached = registry()
         .waiting
         .iter()
         .find(|w| w.ticket == ticket)
-        .and_then(|w| w.host.clone())
-    {
-        return host;
-    }
-    let summed = rows.rows();
-    let host = Arc::new(HostRows::of(summed.as_ref(), dim));
+        .and_then(|w| w.ids.clone());
+    let summed = rows.rows()?;
+    let ids = match cached {
+        Some(ids) => ids,
+        None => Arc::new(summed.ids_vec()),
+    };
     if let Some(w) = registry().waiting.iter_mut().find(|w| w.ticket == ticket) {
-        w.host = Some(host.clone());
-        if let Some(summed) = summed {
-            w.rows = Box::new(TicketRows::Rows(summed));
-        }
+        w.ids = Some(ids.clone());
+        w.rows = Box::new(TicketRows::Rows(summed.clone()));
     }
-    host
+    Some((summed, ids))
 }
 
 /// Leaves the rows of a `[num_embeddings, dim]` weight waiting under a fresh ticket and returns
@@ -407,20 +390,22 @@ pub(crate) fn issue<B: EmbeddingBackend>(
         let norm_sq = rows.norm_sq();
         (rows, norm_sq, Vec::new())
     } else {
-        let summed = rows.rows();
-        let host = HostRows::of(summed.as_ref(), dim);
-        let norm_sq = host.values.iter().map(|v| v * v).sum::<f64>();
+        let Some(summed) = rows.rows() else {
+            let layout = Layout::of(num_embeddings, dim);
+            return marker_tensor::<B>(vec![0.0; layout.len()], layout, &device);
+        };
+        let ids = summed.ids_vec();
+        let norm_sq: f64 = summed.values.clone().square().sum().into_scalar().elem();
         let dots: Vec<(u64, f64)> = members
             .into_iter()
-            .map(|(t, r)| (t, host.dot(&host_rows(t, r, dim))))
+            .map(|(t, r)| {
+                let dot = summed_rows(t, r).map_or(0.0, |(other, other_ids)| {
+                    dot((&summed, &ids), (&other, &other_ids))
+                });
+                (t, dot)
+            })
             .collect();
-        let rows = match summed {
-            Some(summed) => TicketRows::Rows(summed),
-            None => {
-                let layout = Layout::of(num_embeddings, dim);
-                return marker_tensor::<B>(vec![0.0; layout.len()], layout, &device);
-            }
-        };
+        let rows = TicketRows::Rows(summed);
         (rows, norm_sq, dots)
     };
     let bytes = rows.bytes();
@@ -442,7 +427,7 @@ pub(crate) fn issue<B: EmbeddingBackend>(
         check,
         rows: Box::new(rows),
         bytes,
-        host: None,
+        ids: None,
         renorm,
         weight_node,
         norm,
@@ -486,8 +471,9 @@ fn norm_vector(
             .map(|(_, v)| f64::from(*v).powi(2))
             .sum::<f64>()
             .sqrt();
-        // A member whose rows are a combination of earlier members' adds no direction.
-        if f64::from(own).abs() <= 1e-6 * length {
+        // A member whose rows are (up to f32 rounding of the products) a combination of earlier
+        // members' adds no direction: dividing by its rounding noise would amplify it.
+        if f64::from(own).abs() <= 1e-2 * length {
             continue;
         }
         let known: f64 = x.iter().map(|&(s, v)| member.norm_at(s) * v).sum();
