@@ -4,9 +4,9 @@
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::grads::Gradients;
+use burn::tensor::TensorMetadata;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{IndexingUpdateOp, TensorMetadata};
 
 use super::EmbeddingBackend;
 use crate::EmbeddingOptions;
@@ -100,12 +100,7 @@ pub(super) fn deliver_rows<B: EmbeddingBackend>(
                 grads.register::<B>(id, earlier);
                 return;
             };
-            let dense = float::<B, 2>(earlier).select_assign(
-                0,
-                rows.ids,
-                rows.values,
-                IndexingUpdateOp::Add,
-            );
+            let dense = rows.add_to(float::<B, 2>(earlier));
             grads.register::<B>(id, primitive(dense));
         }
         earlier => {
@@ -152,12 +147,7 @@ pub(super) fn deliver_dense<B: EmbeddingBackend>(
                 .unwrap_or_else(|err| panic!("burn-embedding: {err}"));
             registry::forget(&presented.tickets);
             match presented.into_rows() {
-                Some(rows) => primitive(float::<B, 2>(dense).select_assign(
-                    0,
-                    rows.ids,
-                    rows.values,
-                    IndexingUpdateOp::Add,
-                )),
+                Some(rows) => primitive(rows.add_to(float::<B, 2>(dense))),
                 None => dense,
             }
         }

@@ -150,13 +150,17 @@ impl<B: EmbeddingBackend> TicketRows<B> {
     /// The squared norm of the summed rows, in f64; NaN or infinite when a row is not finite.
     fn norm_sq(&self) -> f64 {
         match self {
-            // On the device: one scalar comes back, not the rows.
-            Self::Rows(rows) => rows.values.clone().square().sum().into_scalar().elem(),
+            Self::Rows(rows) => rows_norm_sq(rows),
             Self::Tokens(t) => {
                 B::embedding_token_grad_norm_sq(&t.grad, &t.indices, t.num_embeddings, &t.options)
             }
         }
     }
+}
+
+/// The squared norm of summed rows, on the device: one scalar comes back, not the rows.
+fn rows_norm_sq<B: Backend>(rows: &RowSparseGradient<B>) -> f64 {
+    rows.values.clone().square().sum().into_scalar().elem()
 }
 
 /// The dot product of two row-sparse gradients of one weight: their common ids matched on the
@@ -364,9 +368,9 @@ fn summed_rows<B: EmbeddingBackend>(
         Some(ids) => ids,
         None => Arc::new(summed.ids_vec()),
     };
+    remember(ticket, summed.clone());
     if let Some(w) = registry().waiting.iter_mut().find(|w| w.ticket == ticket) {
         w.ids = Some(ids.clone());
-        w.rows = Box::new(TicketRows::Rows(summed.clone()));
     }
     Some((summed, ids))
 }
@@ -395,7 +399,7 @@ pub(crate) fn issue<B: EmbeddingBackend>(
             return marker_tensor::<B>(vec![0.0; layout.len()], layout, &device);
         };
         let ids = summed.ids_vec();
-        let norm_sq: f64 = summed.values.clone().square().sum().into_scalar().elem();
+        let norm_sq = rows_norm_sq(&summed);
         let dots: Vec<(u64, f64)> = members
             .into_iter()
             .map(|(t, r)| {

@@ -50,12 +50,15 @@ impl<B: Backend> RowSparseGradient<B> {
     /// The dense `[num_embeddings, D]` tensor this stands for. O(V x D): for tests and for
     /// handing the gradient to code that only takes dense tensors.
     pub fn to_dense(&self) -> Tensor<B, 2> {
-        Tensor::zeros([self.num_embeddings, self.dim()], &self.values.device()).select_assign(
-            0,
-            self.ids.clone(),
-            self.values.clone(),
-            IndexingUpdateOp::Add,
-        )
+        self.clone().add_to(Tensor::zeros(
+            [self.num_embeddings, self.dim()],
+            &self.values.device(),
+        ))
+    }
+
+    /// `dense + self`, for a dense `[num_embeddings, D]` tensor (`dense[ids] += values`).
+    pub(crate) fn add_to(self, dense: Tensor<B, 2>) -> Tensor<B, 2> {
+        dense.select_assign(0, self.ids, self.values, IndexingUpdateOp::Add)
     }
 
     /// The same rows on `device`.
