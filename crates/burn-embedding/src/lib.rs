@@ -74,6 +74,7 @@ mod coalesce;
 mod config;
 mod embedding;
 mod error;
+mod id_chains;
 mod options;
 mod rank;
 mod seeded;

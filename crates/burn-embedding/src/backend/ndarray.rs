@@ -18,9 +18,11 @@ use rayon::prelude::*;
 
 use super::cpu::{
     self, PARALLEL_MIN_VALUES, accumulate_rows, add_row, advise_huge_pages, output_buffer,
+    sum_of_squares,
 };
 use super::{BagBatch, EmbeddingBackend, reference};
 use crate::coalesce::Coalesced;
+use crate::id_chains::IdChains;
 use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
 
 impl<E: FloatNdArrayElement, I: IntNdArrayElement, Q: QuantElement> EmbeddingBackend
@@ -59,36 +61,51 @@ where
         let d = *g.shape().last().expect("grad is [.., D]");
         let view = g.view();
         let rows = TokenRows::new(view, d);
-        // Every token's squared norm in one pass in position order (split between threads
-        // when large), then the ids grouped: a lone token's row is its id's row, and only the
-        // rows of repeated ids are summed (into one scratch row, in position order, divided by
-        // the count with scale_grad_by_freq, as the backward sums them), never stored.
-        let token_norms: Vec<f64> = match &rows {
-            TokenRows::Broadcast(row) => vec![squared_norm(row); ids.len()],
-            TokenRows::Contiguous(values, _) => values.chunks_exact(d).map(squared_norm).collect(),
+        let Some(chains) = IdChains::new(&ids, options.padding_idx) else {
+            return reference::token_grad_norm_sq::<Self>(grad, indices, num_embeddings, options);
         };
-        let batch = Coalesced::new(&ids, options.padding_idx);
+        // A lone id's summed row is its token's row; a repeated id's rows are summed into one
+        // scratch row (in position order, divided by the count with scale_grad_by_freq, as
+        // the backward sums them), never stored.
         let mut scratch = vec![0.0f32; d];
-        batch
-            .slot_starts
-            .windows(2)
-            .map(|slot| {
-                let positions = &batch.grouped[slot[0] as usize..slot[1] as usize];
-                if let [pos] = positions {
-                    return token_norms[*pos as usize];
+        let mut sum_chain = |first: usize| {
+            let count = chains.chain(first).count() as f32;
+            for (k, pos) in chains.chain(first).enumerate() {
+                if options.scale_grad_by_freq {
+                    add_row(&mut scratch, rows.row(pos), k == 0, |g| g / count);
+                } else {
+                    add_row(&mut scratch, rows.row(pos), k == 0, |g| g);
                 }
-                let count = positions.len() as f32;
-                for (k, &pos) in positions.iter().enumerate() {
-                    let src = rows.row(pos as usize);
-                    if options.scale_grad_by_freq {
-                        add_row(&mut scratch, src, k == 0, |g| g / count);
-                    } else {
-                        add_row(&mut scratch, src, k == 0, |g| g);
-                    }
-                }
-                squared_norm(&scratch)
-            })
-            .sum()
+            }
+            sum_of_squares(&scratch)
+        };
+        let padded = options
+            .padding_idx
+            .is_some_and(|p| ids.contains(&(p as i64)));
+        if padded {
+            // Row by row: padding's rows are left out, not subtracted.
+            return chains
+                .firsts()
+                .map(|first| match chains.is_lone(first) {
+                    true => sum_of_squares(rows.row(first)),
+                    false => sum_chain(first),
+                })
+                .sum();
+        }
+        // Every token's squares in one streaming pass (no fold per row, which was most of the
+        // time), then each repeated id's tokens replaced by their sum.
+        let mut norm = match &rows {
+            TokenRows::Contiguous(values, _) => sum_of_squares(values),
+            TokenRows::Broadcast(row) => ids.len() as f64 * sum_of_squares(row),
+        };
+        for first in chains.firsts().filter(|&first| !chains.is_lone(first)) {
+            norm -= chains
+                .chain(first)
+                .map(|pos| sum_of_squares(rows.row(pos)))
+                .sum::<f64>();
+            norm += sum_chain(first);
+        }
+        norm
     }
 
     fn embedding_grad_dense(
@@ -328,24 +345,6 @@ pub(crate) fn row_start(id: i64, d: usize, rows: usize) -> usize {
     }
 }
 
-/// `sum(x^2)` of a row, in eight independent lanes (a single running sum is bound by the
-/// latency of each add), added in f64.
-fn squared_norm(row: &[f32]) -> f64 {
-    let mut lanes = [0.0f32; 8];
-    let chunks = row.chunks_exact(8);
-    let rest: f64 = chunks
-        .remainder()
-        .iter()
-        .map(|&v| f64::from(v) * f64::from(v))
-        .sum();
-    for chunk in chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane += v * v;
-        }
-    }
-    lanes.iter().map(|&l| f64::from(l)).sum::<f64>() + rest
-}
-
 /// The values of a contiguous f32 tensor.
 fn f32_values(tensor: &NdArrayTensor) -> Option<Vec<f32>> {
     match tensor {
@@ -486,6 +485,34 @@ mod tests {
                         "{n} x {d}, {options:?}: {fast} vs {summed}"
                     );
                 }
+            }
+        }
+    }
+
+    /// A NaN or infinite value in a lone id's row or a repeated id's row makes the norm
+    /// non-finite, with and without padding in the batch (the two ways the norm is summed).
+    #[test]
+    fn token_grad_norm_is_not_finite_when_a_row_is_not() {
+        type B = NdArray;
+        let device = Default::default();
+        let ids = [3i64, 1, 3, 0, 2];
+        let indices = Tensor::<B, 1, Int>::from_data(TensorData::new(ids.to_vec(), [5]), &device)
+            .into_primitive();
+        for (pos, bad) in [(1, f32::NAN), (2, f32::INFINITY), (4, f32::NEG_INFINITY)] {
+            let mut values = vec![0.5f32; 5 * 4];
+            values[pos * 4 + 1] = bad;
+            let grad = Tensor::<B, 2>::from_data(TensorData::new(values, [5, 4]), &device)
+                .into_primitive()
+                .tensor();
+            for padding in [None, Some(0)] {
+                let options = EmbeddingOptions::new()
+                    .with_sparse(true)
+                    .with_padding_idx(padding);
+                let norm = B::embedding_token_grad_norm_sq(&grad, &indices, 4, &options);
+                assert!(
+                    !norm.is_finite(),
+                    "{bad} at {pos}, padding {padding:?}: {norm}"
+                );
             }
         }
     }

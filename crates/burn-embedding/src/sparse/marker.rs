@@ -120,11 +120,11 @@ impl Layout {
     /// are its `[0, SLOTS)`, `[SLOTS, 2 SLOTS)` and `[2 SLOTS, 3 SLOTS)`, the unused entries
     /// follow.
     pub fn regions(&self, values: &[f32]) -> Vec<f32> {
-        values
-            .chunks_exact(self.cols)
-            .flat_map(|row| &row[self.sentinel_cols..])
-            .copied()
-            .collect()
+        let mut regions = Vec::with_capacity(values.len());
+        for row in values.chunks_exact(self.cols) {
+            regions.extend_from_slice(&row[self.sentinel_cols..]);
+        }
+        regions
     }
 
     /// The slots a marker names (those with a non-zero identity or check entry), from its

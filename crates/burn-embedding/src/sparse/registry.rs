@@ -602,7 +602,9 @@ pub(crate) fn read<B: EmbeddingBackend>(
             .filter(|w| w.class == class)
             .map(|w| (w.slot, w))
             .collect();
-        let mut expected = vec![(0.0f64, 0.0f64); SLOTS];
+        // The norm entries the named tickets imply: `(slot, value, magnitude)` for the slots
+        // of their norm vectors (a few), zero everywhere else.
+        let mut expected: Vec<(usize, f64, f64)> = Vec::new();
         for n in &named {
             let Some(w) = by_slot.get(&n.slot) else {
                 return Err(MarkerError::Dropped { shape });
@@ -617,16 +619,25 @@ pub(crate) fn read<B: EmbeddingBackend>(
             let c = n.coefficient();
             for &(s, v) in &w.norm {
                 let term = c * f64::from(v);
-                expected[s].0 += term;
-                expected[s].1 += term.abs();
+                match expected.iter_mut().find(|(slot, ..)| *slot == s) {
+                    Some((_, e, magnitude)) => {
+                        (*e, *magnitude) = (*e + term, *magnitude + term.abs())
+                    }
+                    None => expected.push((s, term, term.abs())),
+                }
             }
             entries.push((w.ticket, c, w.rows::<B>().clone(), w.renorm));
         }
         let region = layout.norm_region(&regions);
-        let consistent = region
+        let mut zero = vec![true; region.len()];
+        expected.iter().for_each(|&(s, ..)| zero[s] = false);
+        let consistent = expected
             .iter()
-            .zip(&expected)
-            .all(|(&got, &(e, magnitude))| marker::norm_matches(got, e, magnitude));
+            .all(|&(s, e, magnitude)| marker::norm_matches(region[s], e, magnitude))
+            && region
+                .iter()
+                .zip(&zero)
+                .all(|(&got, &zero)| !zero || marker::norm_matches(got, 0.0, 0.0));
         if !consistent {
             return Err(MarkerError::Edited { shape });
         }
