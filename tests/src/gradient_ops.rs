@@ -340,17 +340,27 @@ pub fn reads<B: EmbeddingBackend + SparseUpdate>(device: &B::Device, tolerance: 
 }
 
 /// 5. A dense term on the weight (an L2 penalty, a scaled tied projection) before or after the
-///    data loss, through `Embedding::dense_weight`: the dense sum, as for a dense layer.
+///    data loss, written on `weight.val()` or through `Embedding::dense_weight`: the dense sum,
+///    as for a dense layer, whichever op burn's backward visits first.
 pub fn dense_terms<B: EmbeddingBackend + SparseUpdate>(device: &B::Device, tolerance: f32) {
-    for penalty_first in [true, false] {
+    for (via, penalty_first) in [
+        ("val", true),
+        ("val", false),
+        ("dense_weight", true),
+        ("dense_weight", false),
+    ] {
+        let weight = |net: &Net<Ad<B>>| match via {
+            "val" => net.emb.weight.val(),
+            _ => net.emb.dense_weight(),
+        };
         same::<B>(
-            &format!("penalty first: {penalty_first}"),
+            &format!("penalty on {via}, first: {penalty_first}"),
             device,
             tolerance,
             |mut net, s| {
                 let mut optim = sgd::<B>(s, None);
                 for batch in BATCHES {
-                    let penalty = net.emb.dense_weight().square().sum().mul_scalar(0.05);
+                    let penalty = weight(&net).square().sum().mul_scalar(0.05);
                     let data = net.loss(batch);
                     let loss = if penalty_first {
                         penalty + data
@@ -364,7 +374,7 @@ pub fn dense_terms<B: EmbeddingBackend + SparseUpdate>(device: &B::Device, toler
             },
         );
         same::<B>(
-            &format!("scaled tied projection, weight first: {penalty_first}"),
+            &format!("scaled tied projection on {via}, weight first: {penalty_first}"),
             device,
             tolerance,
             |mut net, s| {
@@ -375,7 +385,7 @@ pub fn dense_terms<B: EmbeddingBackend + SparseUpdate>(device: &B::Device, toler
                         device,
                     );
                     let h: Tensor<Ad<B>, 2> = net.emb.forward(ids);
-                    let w = net.emb.dense_weight().mul_scalar(0.5);
+                    let w = weight(&net).mul_scalar(0.5);
                     let logits = if penalty_first {
                         w.matmul(h.transpose())
                     } else {

@@ -185,11 +185,11 @@ impl<B: EmbeddingBackend> Embedding<B> {
     }
 
     /// The weight `[V, D]` for a dense use beside this layer's lookups: an L2 penalty on the
-    /// table, or a tied output projection that scales it first. With `sparse: true`, use this
-    /// instead of `self.weight.val()` for such terms: the weight then gets the dense sum of the
-    /// term's gradient and the lookups' rows whichever order burn's backward visits them in
-    /// (burn 0.21 adds a `[V, D]` gradient that arrives after the lookups' marker to the marker
-    /// itself, and fails on the shapes). Values and gradient are those of the weight.
+    /// table, or a tied output projection that scales it first. Values and gradient are those of
+    /// `self.weight.val()`, which serves as well: with `sparse: true` the weight gets the dense
+    /// sum of the term's gradient and the lookups' rows whichever order burn's backward visits
+    /// them in (see [`sparse`](crate::sparse), invariant 8). This op merges the two in its own
+    /// backward, without counting the weight's pending ops.
     ///
     /// ```
     /// use burn::backend::{Autodiff, NdArray};

@@ -16,6 +16,7 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Tensor, TensorMetadata};
 
 use super::delivery::{deliver_dense, deliver_token_grad, weight_node};
+use super::pending::PendingLookup;
 use super::{BagBatch, EmbeddingBackend, RowSink};
 use crate::{EmbeddingOptions, RowSparseGradient};
 
@@ -23,7 +24,9 @@ use crate::{EmbeddingOptions, RowSparseGradient};
 struct EmbeddingBackward;
 
 impl<B: EmbeddingBackend> Backward<B, 1> for EmbeddingBackward {
-    type State = (IntTensor<B>, usize, EmbeddingOptions);
+    /// The indices, `V`, the options, and a sparse lookup's count among its weight's pending
+    /// lookups.
+    type State = (IntTensor<B>, usize, EmbeddingOptions, Option<PendingLookup>);
 
     fn backward(
         self,
@@ -31,11 +34,11 @@ impl<B: EmbeddingBackend> Backward<B, 1> for EmbeddingBackward {
         grads: &mut Gradients,
         _checkpointer: &mut Checkpointer,
     ) {
-        let (indices, num_embeddings, options) = ops.state;
+        let (indices, num_embeddings, options, pending) = ops.state;
         let grad = grads.consume::<B>(&ops.node);
         let [weight] = ops.parents;
         if let Some(weight) = weight {
-            let weight = weight_node!(B, weight, grad.clone());
+            let weight = weight_node!(B, weight, grad.clone(), pending.as_ref());
             deliver_token_grad::<B>(grads, &weight, grad, indices, num_embeddings, &options);
         }
     }
@@ -58,7 +61,7 @@ impl<B: EmbeddingBackend> Backward<B, 1> for DenseWeightBackward {
         let grad = grads.consume::<B>(&ops.node);
         let [weight] = ops.parents;
         if let Some(weight) = weight {
-            let weight = weight_node!(B, weight, grad.clone());
+            let weight = weight_node!(B, weight, grad.clone(), None);
             if weight.is_leaf {
                 deliver_dense::<B>(grads, &weight, grad);
             } else {
@@ -101,10 +104,15 @@ impl<B: EmbeddingBackend, C: CheckpointStrategy> EmbeddingBackend for Autodiff<B
             .compute_bound()
             .stateful()
         {
-            OpsKind::Tracked(prep) => prep.finish(
-                (indices.clone(), num_embeddings, *options),
-                B::embedding_lookup(weight.primitive, indices, options),
-            ),
+            OpsKind::Tracked(prep) => {
+                let pending = options
+                    .sparse
+                    .then(|| PendingLookup::new(weight.node.id.value, &weight.rc));
+                prep.finish(
+                    (indices.clone(), num_embeddings, *options, pending),
+                    B::embedding_lookup(weight.primitive, indices, options),
+                )
+            }
             OpsKind::UnTracked(prep) => {
                 prep.finish(B::embedding_lookup(weight.primitive, indices, options))
             }

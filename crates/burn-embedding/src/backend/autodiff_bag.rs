@@ -11,6 +11,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
 use super::delivery::{deliver_rows, deliver_token_grad, weight_node};
+use super::pending::PendingLookup;
 use super::reference_bag::bag_per_sample_weights_grad;
 use super::{BagBatch, EmbeddingBackend};
 use crate::EmbeddingOptions;
@@ -25,6 +26,8 @@ pub(super) struct BagState<B: EmbeddingBackend> {
     num_embeddings: usize,
     options: EmbeddingOptions,
     weight_for_psw: Option<FloatTensor<B>>,
+    /// Counts a sparse bag among its weight's pending lookups.
+    pending: Option<PendingLookup>,
 }
 
 #[derive(Debug)]
@@ -51,8 +54,8 @@ impl<B: EmbeddingBackend> Backward<B, 2> for EmbeddingBagBackward {
             grads.register::<B>(psw.id, g);
         }
         if let Some(weight) = weight {
-            let weight = weight_node!(B, weight, grad.clone());
-            if s.options.sparse && weight.is_leaf {
+            let weight = weight_node!(B, weight, grad.clone(), s.pending.as_ref());
+            if s.options.sparse && weight.takes_rows() {
                 let rows = B::embedding_bag_grad_sparse(
                     grad,
                     &s.batch,
@@ -101,6 +104,9 @@ pub(super) fn forward<B: EmbeddingBackend, C: CheckpointStrategy>(
         num_embeddings,
         options: *options,
         weight_for_psw: psw_tracked.then(|| weight.primitive.clone()),
+        pending: options
+            .sparse
+            .then(|| PendingLookup::new(weight.node.id.value, &weight.rc)),
     };
     let out = match EmbeddingBagBackward
         .prepare::<C>([weight.node.clone(), psw_node])

@@ -15,19 +15,33 @@ use crate::sparse::registry::{self, Renorm, TicketRows, TokenGrad};
 use crate::util::{float, primitive};
 
 /// The weight of a backward op: an autodiff tensor with the weight's node (its values are a
-/// stand-in, never read: burn looks gradients up by node id), and whether the weight is a leaf
-/// (a parameter has no parents; a weight computed from other tracked tensors needs the dense
-/// gradient for the chain rule to go on).
+/// stand-in, never read: burn looks gradients up by node id), whether the weight is a leaf (a
+/// parameter has no parents; a weight computed from other tracked tensors needs the dense
+/// gradient for the chain rule to go on), and whether another op may still give it a gradient
+/// in this backward (see [`pending`](super::pending)).
 pub(super) struct WeightNode<B: Backend> {
     pub handle: FloatTensor<Autodiff<B>>,
     pub is_leaf: bool,
+    pub others_pending: bool,
+}
+
+impl<B: Backend> WeightNode<B> {
+    /// Whether the weight can take rows under a ticket: a leaf that no op still to run will
+    /// give a dense gradient, which burn would add to the marker.
+    pub fn takes_rows(&self) -> bool {
+        self.is_leaf && !self.others_pending
+    }
 }
 
 /// The [`WeightNode`] of a backward op's parent `$node` (burn's `NodeRef`, which only a backward
-/// op can name), with the primitive `$stand_in` for values.
+/// op can name), with the primitive `$stand_in` for values and the op's
+/// `Option<&PendingLookup>` (`None`: a dense op, for which other ops do not matter).
 macro_rules! weight_node {
-    ($B:ty, $node:expr, $stand_in:expr) => {{
+    ($B:ty, $node:expr, $stand_in:expr, $pending:expr) => {{
         let node = $node;
+        // Counted before the handle below holds the node too.
+        let others_pending = $pending
+            .is_some_and(|p: &$crate::backend::pending::PendingLookup| p.others_pending(&node));
         let mut handle =
             <burn::backend::Autodiff<$B> as burn::tensor::backend::AutodiffBackend>::from_inner(
                 $stand_in,
@@ -35,13 +49,17 @@ macro_rules! weight_node {
         handle.rc = std::sync::Arc::new(node.id);
         let is_leaf = node.parents.is_empty();
         handle.node = node;
-        $crate::backend::delivery::WeightNode::<$B> { handle, is_leaf }
+        $crate::backend::delivery::WeightNode::<$B> {
+            handle,
+            is_leaf,
+            others_pending,
+        }
     }};
 }
 pub(super) use weight_node;
 
 /// Hands the weight its gradient, given the gradient of each token's row `[.., D]`: row-sparse
-/// when `options.sparse` and the weight is a leaf, dense otherwise.
+/// when `options.sparse` and the weight [takes rows](WeightNode::takes_rows), dense otherwise.
 pub(super) fn deliver_token_grad<B: EmbeddingBackend>(
     grads: &mut Gradients,
     weight: &WeightNode<B>,
@@ -50,7 +68,7 @@ pub(super) fn deliver_token_grad<B: EmbeddingBackend>(
     num_embeddings: usize,
     options: &EmbeddingOptions,
 ) {
-    if options.sparse && weight.is_leaf {
+    if options.sparse && weight.takes_rows() {
         let shape = token_grad.shape();
         let rows = match options.padding_idx {
             // Every token has a row: the rows wait as they are and are summed per id when
@@ -70,7 +88,10 @@ pub(super) fn deliver_token_grad<B: EmbeddingBackend>(
         deliver_rows::<B>(grads, weight, rows, options);
     } else {
         let dense = B::embedding_grad_dense(token_grad, indices, num_embeddings, options);
-        grads.register::<B>(weight.handle.node.id, dense);
+        match weight.is_leaf {
+            true => deliver_dense::<B>(grads, weight, dense),
+            false => grads.register::<B>(weight.handle.node.id, dense),
+        }
     }
 }
 
@@ -90,6 +111,12 @@ pub(super) fn deliver_rows<B: EmbeddingBackend>(
     let Some(rows) = rows else {
         return;
     };
+    if weight.others_pending {
+        if let Some(rows) = rows.rows() {
+            deliver_dense::<B>(grads, weight, primitive(rows.to_dense()));
+        }
+        return;
+    }
     let [num_embeddings, dim] = rows.weight_shape();
     let id = weight.handle.node.id;
     // What other ops of the graph already registered for the weight.

@@ -27,6 +27,7 @@ mod cube;
 mod delivery;
 #[cfg(feature = "ndarray")]
 pub(crate) mod ndarray;
+mod pending;
 #[cfg(feature = "tch")]
 mod tch;
 

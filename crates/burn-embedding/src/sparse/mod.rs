@@ -44,22 +44,21 @@
 //!    parameters returned.
 //! 7. **A fused table refuses what it cannot honour.** Its probe gradient (`sparse::probe`) identifies
 //!    one backward pass exactly; sums and scalings of it are refused with a message.
+//! 8. **A dense term on the weight gets the dense sum, in either order.** burn adds a `[V, D]`
+//!    gradient (an L2 penalty on `weight.val()`, a tied projection) to whatever the weight holds,
+//!    in the order its backward visits the ops. A lookup that runs after such an op adds its rows
+//!    to the dense gradient; one that runs before it, while the op's step is still pending,
+//!    delivers dense (how it knows: `backend::pending`, with its tests). The weight's gradient is
+//!    then the dense tensor, as for a dense layer, and steps take it densely.
 //!
 //! # Lazy semantics that differ from dense on purpose
 //! The sparse rules step the touched rows only: weight decay, momentum and Adam's moments of the
 //! rows a batch did not touch do not move (PyTorch's `SparseAdam` and sparse SGD/Adagrad do the
 //! same). See the name table in the crate README.
 //!
-//! //! # Half precision
+//! # Half precision
 //! A marker's entries need f32's range and precision (2^-64 identity entries, checks with eight
 //! fraction bits): an f16 or bf16 gradient travels dense.
-//!
-//! # What cannot be made exact in burn 0.21
-//! A dense term on the weight (an L2 penalty, `w * 0.5` in a tied projection) that burn's
-//! backward visits *after* the lookup adds a `[V, D]` tensor to the marker inside burn's
-//! `Gradients::register`, which fails on the shapes; burn offers no hook there. Route such terms
-//! through [`Embedding::dense_weight`](crate::Embedding::dense_weight), whose backward merges the
-//! two in either order.
 
 pub(crate) mod marker;
 pub(crate) mod probe;
