@@ -5,6 +5,11 @@
 //! (in `reference`), so any backend gets a correct implementation from an empty `impl`, and a
 //! backend with a faster route overrides a method in its own module. The implementation for
 //! [`Autodiff<B, C>`](burn::backend::Autodiff) (in `autodiff`) registers the custom backward op.
+//!
+//! The optimizers' side is a second trait of the same pattern,
+//! [`SparseUpdate`](crate::optim::SparseUpdate) (in `update`, with the rules it runs in `rule`
+//! and their state in `row_state`): each backend's module holds its kernels for both traits
+//! (`ndarray`, `tch`, `cube`, each with an `update` submodule).
 
 use std::sync::Arc;
 
@@ -28,8 +33,12 @@ mod delivery;
 #[cfg(feature = "ndarray")]
 pub(crate) mod ndarray;
 mod pending;
+pub(crate) mod row_state;
+pub(crate) mod rule;
+pub(crate) mod sparse_gradients;
 #[cfg(feature = "tch")]
 mod tch;
+pub(crate) mod update;
 
 /// A backend that can run the embedding lookup and its backward.
 ///

@@ -23,21 +23,15 @@
 //! optimizer's record, so saving and loading it resumes training exactly.
 
 mod config;
-#[cfg(feature = "wgpu")]
-mod cube;
-#[cfg(feature = "ndarray")]
-mod ndarray;
 mod optimizer;
-mod rule;
-mod state;
-#[cfg(feature = "tch")]
-mod tch;
-mod update;
 
+// The rules, their state and the backend trait that runs them are the backends' side of a step
+// and live with the backends (`backend::{rule, row_state, update}`, each backend's `update`).
+pub use crate::backend::row_state::{RowState, RowStateRecord};
+pub use crate::backend::rule::SparseRule;
+pub use crate::backend::sparse_gradients::SparseGradients;
+pub use crate::backend::update::SparseUpdate;
 pub use config::{
     LazyAdamConfig, LazyAdamWConfig, RowwiseAdagradConfig, SparseAdagradConfig, SparseSgdConfig,
 };
-pub use optimizer::{DenseOptimizer, SparseGradients, SparseOptimizer};
-pub use rule::SparseRule;
-pub use state::{RowState, RowStateRecord};
-pub use update::SparseUpdate;
+pub use optimizer::{DenseOptimizer, SparseOptimizer};

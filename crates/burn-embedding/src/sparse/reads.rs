@@ -10,7 +10,7 @@ use burn::tensor::{ElementConversion, Tensor};
 use super::marker;
 use super::registry::{self, MarkerError, Presented, TicketRows, read, settle};
 use super::rows::RowSparseGradient;
-use crate::optim::SparseGradients;
+use crate::backend::sparse_gradients::SparseGradients;
 
 /// Reads the marker `grad` of a `[num_embeddings, dim]` weight; `Err(grad)` when it is dense.
 ///

@@ -11,6 +11,7 @@
 mod fusion;
 mod kernels;
 mod segments;
+mod update;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};

@@ -13,14 +13,14 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Int, Tensor};
 use rayon::prelude::*;
 
-use super::rule::select_add;
-use super::update::fused_update;
-use super::{RowState, SparseRule, SparseUpdate};
-use crate::backend::cpu::{PARALLEL_MIN_VALUES, add_row};
-use crate::backend::ndarray::{
+use super::{
     PREFETCH_DISTANCE, TokenRows, contiguous, host_ids, prefetch_row, row_start, take_state,
     tensor_from,
 };
+use crate::backend::cpu::{PARALLEL_MIN_VALUES, add_row};
+use crate::backend::row_state::RowState;
+use crate::backend::rule::{SparseRule, select_add};
+use crate::backend::update::{SparseUpdate, fused_update};
 use crate::coalesce::Coalesced;
 use crate::util;
 use crate::{EmbeddingOptions, RowSparseGradient};
@@ -710,7 +710,7 @@ mod tests {
     /// Lazy Adam's update runs in place on a weight nothing else holds.
     #[test]
     fn sparse_update_in_place() {
-        super::super::update::in_place::check::<NdArray>(
+        crate::backend::update::in_place::check::<NdArray>(
             &Default::default(),
             |tensor| match tensor {
                 NdArrayTensor::F32(storage) => storage.view().as_ptr() as usize,

@@ -6,8 +6,10 @@ use burn::backend::libtorch::TchElement;
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 
-use super::{RowState, SparseRule, SparseUpdate};
 use crate::RowSparseGradient;
+use crate::backend::row_state::RowState;
+use crate::backend::rule::SparseRule;
+use crate::backend::update::SparseUpdate;
 use crate::util;
 
 impl<E: TchElement> SparseUpdate for LibTorch<E> {
@@ -68,7 +70,7 @@ mod tests {
     /// else holds; a weight held elsewhere is copied, never written under its other holder.
     #[test]
     fn sparse_update_in_place() {
-        super::super::update::in_place::check::<LibTorch>(
+        crate::backend::update::in_place::check::<LibTorch>(
             &Default::default(),
             |tensor| tensor.tensor.data_ptr() as usize,
             true,

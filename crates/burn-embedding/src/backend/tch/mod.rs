@@ -15,6 +15,8 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use super::{BagBatch, EmbeddingBackend, cpu, reference, reference_bag};
 use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
 
+mod update;
+
 /// The values of a CPU tensor as f32, flattened, in logical order.
 fn host_values<T: tch::kind::Element + Copy>(tensor: &tch::Tensor) -> Option<Vec<T>> {
     if tensor.device() != tch::Device::Cpu {

@@ -3,7 +3,7 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 
-use super::RowState;
+use super::row_state::RowState;
 use crate::RowSparseGradient;
 
 /// How a sparse-aware optimizer updates the rows a batch touched.

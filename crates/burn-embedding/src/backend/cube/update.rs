@@ -4,7 +4,7 @@
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 use burn_fusion::Fusion;
 
-use super::SparseUpdate;
+use crate::backend::update::SparseUpdate;
 
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> SparseUpdate
     for CubeBackend<R, F, I, BT>

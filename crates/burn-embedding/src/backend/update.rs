@@ -8,8 +8,8 @@ use burn::tensor::TensorMetadata;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::ops::{FloatTensor, IntTensor};
 
-use super::rule::select_add;
-use super::{RowState, SparseRule};
+use super::row_state::RowState;
+use super::rule::{SparseRule, select_add};
 use crate::util::{float, primitive};
 use crate::{EmbeddingBackend, EmbeddingOptions, RowSparseGradient};
 
@@ -208,7 +208,8 @@ pub(crate) mod in_place {
 
     use super::SparseUpdate;
     use crate::RowSparseGradient;
-    use crate::optim::{RowState, SparseRule};
+    use crate::backend::row_state::RowState;
+    use crate::backend::rule::SparseRule;
     use crate::util::{float, primitive};
 
     /// Lazy Adam's row updates (the weight and both moments) run in place on storages nothing

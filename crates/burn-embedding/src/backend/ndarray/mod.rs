@@ -25,6 +25,8 @@ use crate::coalesce::Coalesced;
 use crate::id_chains::IdChains;
 use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
 
+mod update;
+
 impl<E: FloatNdArrayElement, I: IntNdArrayElement, Q: QuantElement> EmbeddingBackend
     for NdArray<E, I, Q>
 where
