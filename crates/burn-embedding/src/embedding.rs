@@ -186,10 +186,10 @@ impl<B: EmbeddingBackend> Embedding<B> {
 
     /// The weight `[V, D]` for a dense use beside this layer's lookups: an L2 penalty on the
     /// table, or a tied output projection that scales it first. Values and gradient are those of
-    /// `self.weight.val()`, which serves as well: with `sparse: true` the weight gets the dense
-    /// sum of the term's gradient and the lookups' rows whichever order burn's backward visits
-    /// them in (see [`sparse`](crate::sparse), invariant 8). This op merges the two in its own
-    /// backward, without counting the weight's pending ops.
+    /// `self.weight.val()`. With `sparse: true`, a term on `self.weight.val()` also gets the
+    /// dense sum in either order in an ordinary loop, but that rests on a count of the weight's
+    /// pending ops that burn 0.21 can leave off by one (see [`sparse`](crate::sparse), invariant
+    /// 8); this op's own backward merges the term with the lookups' rows in either order, always.
     ///
     /// ```
     /// use burn::backend::{Autodiff, NdArray};

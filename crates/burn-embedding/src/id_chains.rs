@@ -19,7 +19,8 @@ pub struct IdChains {
 
 impl IdChains {
     /// Chains the positions of `ids`, leaving out every position whose id equals `skip`.
-    /// `None` when the batch has `u32::MAX` positions or more (positions are stored as `u32`).
+    /// `None` when the batch has `u32::MAX / 2` positions or more (positions are stored as
+    /// `u32`, in a table twice the batch's size).
     pub fn new(ids: &[i64], skip: Option<usize>) -> Option<Self> {
         let n = ids.len();
         if n >= NONE as usize / 2 {

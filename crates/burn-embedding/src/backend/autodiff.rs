@@ -105,8 +105,7 @@ impl<B: EmbeddingBackend, C: CheckpointStrategy> EmbeddingBackend for Autodiff<B
             .stateful()
         {
             OpsKind::Tracked(prep) => {
-                let pending = options
-                    .sparse
+                let pending = (options.sparse && weight.is_tracked())
                     .then(|| PendingLookup::new(weight.node.id.value, &weight.rc));
                 prep.finish(
                     (indices.clone(), num_embeddings, *options, pending),

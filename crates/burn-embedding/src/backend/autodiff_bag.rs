@@ -104,8 +104,7 @@ pub(super) fn forward<B: EmbeddingBackend, C: CheckpointStrategy>(
         num_embeddings,
         options: *options,
         weight_for_psw: psw_tracked.then(|| weight.primitive.clone()),
-        pending: options
-            .sparse
+        pending: (options.sparse && weight.is_tracked())
             .then(|| PendingLookup::new(weight.node.id.value, &weight.rc)),
     };
     let out = match EmbeddingBagBackward

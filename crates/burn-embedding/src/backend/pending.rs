@@ -9,13 +9,26 @@
 //! ([`delivery`](super::delivery)).
 //!
 //! What tells them apart: a backward step of an op holds each of its parents' autodiff nodes
-//! until it runs, and a tensor holds its node and the node's reference count (`rc`) alike. So
-//! the holders of the weight's node, less the holders of its `rc` (every tensor of the weight,
-//! and burn's graph bookkeeping, which holds the `rc` while the weight's own root step holds the
-//! node), less the sparse lookups of the weight that have not run ([`PendingLookup`]), are the
-//! steps of other ops on the weight that have not run. That count errs only upwards (a step of
-//! a graph not being run, such as a penalty computed for a later batch): the lookup then
-//! delivers dense, the result is the same and only slower.
+//! until it runs, and a tensor of the weight holds its node and the node's reference count
+//! (`rc`) alike. burn's graph bookkeeping holds the `rc` while the weight's root step (the
+//! step of a parameter that no backward has reached yet) holds the node. So the holders of the
+//! weight's node, less the holders of its `rc`, less the sparse lookups of the weight that have
+//! not run ([`PendingLookup`]), are the steps of other ops on the weight that have not run.
+//!
+//! burn 0.21 exposes nothing more exact, and the count can be off by one:
+//! - **too high** when a step of another graph holds the weight (a penalty built for a later
+//!   batch, a tracked op kept over the backward): the lookup delivers dense, and the step takes
+//!   the weight's gradient densely, as when a dense term is present (`SparseOptimizer` hands it
+//!   to the dense optimizer); correct for a dense layer, and O(V x D);
+//! - **too low** when burn's bookkeeping keeps the `rc` after the root step left (the weight's
+//!   first graph outlives its first backward because another of its nodes was not consumed),
+//!   or a tensor of the weight made before its `require_grad` is alive (it holds the `rc` with
+//!   the old node): the lookup leaves a marker and burn's add fails on the shapes, as it did
+//!   before this check. [`Embedding::dense_weight`](crate::Embedding::dense_weight) is exact in
+//!   every case: its own backward merges the two in either order.
+//!
+//! The three counts are read one after the other: another thread dropping or cloning a tensor
+//! of the same weight meanwhile can skew them by one.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -54,14 +67,6 @@ impl PendingLookup {
     /// as the running lookup's step holds it (no other handle of ours may hold it then).
     pub fn others_pending<N>(&self, node: &Arc<N>) -> bool {
         let lookups = pending().get(&self.node).copied().unwrap_or(0);
-        if std::env::var("PENDING_DEBUG").is_ok() {
-            eprintln!(
-                "node {} rc {} lookups {}",
-                Arc::strong_count(node),
-                self.rc.strong_count(),
-                lookups
-            );
-        }
         Arc::strong_count(node) > self.rc.strong_count() + lookups
     }
 }

@@ -45,11 +45,13 @@
 //! 7. **A fused table refuses what it cannot honour.** Its probe gradient (`sparse::probe`) identifies
 //!    one backward pass exactly; sums and scalings of it are refused with a message.
 //! 8. **A dense term on the weight gets the dense sum, in either order.** burn adds a `[V, D]`
-//!    gradient (an L2 penalty on `weight.val()`, a tied projection) to whatever the weight holds,
-//!    in the order its backward visits the ops. A lookup that runs after such an op adds its rows
-//!    to the dense gradient; one that runs before it, while the op's step is still pending,
-//!    delivers dense (how it knows: `backend::pending`, with its tests). The weight's gradient is
-//!    then the dense tensor, as for a dense layer, and steps take it densely.
+//!    gradient (an L2 penalty, a tied projection) to whatever the weight holds, in the order its
+//!    backward visits the ops. A lookup that runs after such an op adds its rows to the dense
+//!    gradient; one that runs before it, while the op's step is still pending, delivers dense.
+//!    The weight's gradient is then the dense tensor, as for a dense layer, and steps take it
+//!    densely. Through [`Embedding::dense_weight`](crate::Embedding::dense_weight) this always
+//!    holds; on `weight.val()` it rests on a count of the weight's pending steps that burn
+//!    0.21 can leave off by one in the cases `backend::pending` lists (with its tests).
 //!
 //! # Lazy semantics that differ from dense on purpose
 //! The sparse rules step the touched rows only: weight decay, momentum and Adam's moments of the
