@@ -20,7 +20,7 @@ use burn_embedding::{
     clear_pending_sparse_grads,
 };
 
-use crate::record::Record;
+use crate::record::{Record, Timing};
 use crate::{BAG_SIZE, Workload};
 
 /// Thread count for rayon (NdArray) and libtorch.
@@ -34,20 +34,23 @@ pub fn set_threads(threads: usize) {
 }
 
 /// Median and minimum in ms over `steps` runs, after `warmup` runs.
-pub fn time<F: FnMut()>(warmup: usize, steps: usize, mut f: F) -> (f64, f64) {
+pub fn time<F: FnMut()>(warmup: usize, steps: usize, mut f: F) -> Timing {
     for _ in 0..warmup {
         f();
     }
-    let mut xs: Vec<f64> = (0..steps)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
-    xs.sort_by(f64::total_cmp);
-    (xs[xs.len() / 2], xs[0])
+    Timing::of(
+        (0..steps.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    )
 }
+
+/// Timed calls of an op over the touched rows (the forward, sparse backwards and steps, bags).
+const TOUCHED_STEPS: usize = 200;
 
 /// Resets the process's peak resident set (Linux: `clear_refs` 5), so that the peak read after
 /// a case belongs to that case (plus whatever earlier cases left alive).
@@ -72,7 +75,7 @@ pub struct Recorder<'a, F: FnMut(Record)> {
 }
 
 impl<F: FnMut(Record)> Recorder<'_, F> {
-    pub fn record(&mut self, op: &str, (median_ms, min_ms): (f64, f64)) {
+    pub fn record(&mut self, op: &str, timing: Timing) {
         let bags = op.starts_with("bag_").then_some((self.w.tokens, BAG_SIZE));
         (self.emit)(Record {
             implementation: self.implementation.into(),
@@ -82,8 +85,7 @@ impl<F: FnMut(Record)> Recorder<'_, F> {
             dim: self.w.dim,
             tokens: bags.map_or(self.w.tokens, |(b, s)| b * s),
             bags,
-            median_ms,
-            min_ms,
+            timing,
             threads: self.w.threads,
             peak_rss_mb: peak_rss_mb(),
         });
@@ -96,13 +98,13 @@ impl<F: FnMut(Record)> Recorder<'_, F> {
         if !crate::selected(op) {
             return;
         }
-        // Ops over the touched rows take milliseconds: at least 50 repetitions after 10
-        // warm-up runs, so that a median is not a page fault's (a fresh output buffer maps its
-        // pages on the first runs).
+        // Ops over the touched rows take milliseconds: at least 200 timed calls after 10
+        // warm-up runs, so that a p90 means something and a median is not a page fault's (a
+        // fresh output buffer maps its pages on the first runs).
         let (warmup, steps) = match dense {
             true if self.w.dense_steps() < self.w.steps => (1, self.w.dense_steps()),
             true => (3, self.w.steps),
-            false => (10, self.w.steps.max(50)),
+            false => (10, self.w.steps.max(TOUCHED_STEPS)),
         };
         self.record(op, time(warmup, steps, f));
     }

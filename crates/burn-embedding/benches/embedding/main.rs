@@ -4,7 +4,7 @@
 //! of the matrix runs ours and burn::nn on NdArray / Autodiff<NdArray>, and with the `tch`
 //! feature ours on LibTorch and tch's own `Tensor::embedding`, with the `wgpu` feature ours on
 //! wgpu (its dense backward also with `deterministic` off); PyTorch runs in a subprocess
-//! with the same thread count. Prints the JSON records and a markdown table of medians, and
+//! with the same thread count. Prints the JSON records and markdown tables of p50s and p90s, and
 //! writes both plus two plots (time against tokens and against V, log scale) under
 //! `--out` (default `target/bench`). `--quick`: the D = 128, 4096-token subset, 10 steps.
 
@@ -145,20 +145,10 @@ fn parse_args() -> Args {
     args
 }
 
-fn machine() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l[l.find(':').map_or(0, |i| i + 2)..].to_string())
-        })
-        .unwrap_or_else(|| "unknown CPU".into())
-}
-
 fn main() {
     let args = parse_args();
-    let machine = format!("{}, {} threads", machine(), args.threads);
+    let (cpu, allocator) = record::machine();
+    let machine = format!("{cpu}, {} threads, allocator: {allocator}", args.threads);
     eprintln!(
         "bench: {machine}; V {:?}, D {:?}, tokens {:?}, {} steps",
         args.vocabs, args.dims, args.tokens, args.steps
@@ -191,7 +181,7 @@ fn main() {
             }
         }
     }
-    let table = record::table(&records);
+    let table = record::tables(&records);
     println!("\n{table}");
     std::fs::create_dir_all(&args.out).expect("create the output directory");
     let jsonl: String = records.iter().map(|r| r.json() + "\n").collect();

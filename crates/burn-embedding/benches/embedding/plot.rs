@@ -113,7 +113,7 @@ fn panel(
         (lo / 1.5, hi * 1.5)
     };
     let (x_lo, x_hi) = bounds(points.iter().map(|r| x_of(r) as f64).collect());
-    let (y_lo, y_hi) = bounds(points.iter().map(|r| r.median_ms).collect());
+    let (y_lo, y_hi) = bounds(points.iter().map(|r| r.timing.median_ms).collect());
     let mut chart = ChartBuilder::on(area)
         .caption(op, ("sans-serif", 13))
         .margin(8)
@@ -135,7 +135,7 @@ fn panel(
         let line: BTreeMap<usize, f64> = points
             .iter()
             .filter(|r| r.series() == *series)
-            .map(|r| (x_of(r), r.median_ms))
+            .map(|r| (x_of(r), r.timing.median_ms))
             .collect();
         if line.is_empty() {
             continue;

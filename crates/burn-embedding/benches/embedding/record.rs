@@ -14,8 +14,7 @@ pub struct Record {
     pub tokens: usize,
     /// Bags and bag size, for the bag ops.
     pub bags: Option<(usize, usize)>,
-    pub median_ms: f64,
-    pub min_ms: f64,
+    pub timing: Timing,
     pub threads: usize,
     pub peak_rss_mb: Option<f64>,
 }
@@ -27,8 +26,10 @@ impl Record {
             "impl": self.implementation, "backend": self.backend, "op": self.op,
             "vocab": self.vocab, "dim": self.dim, "tokens": self.tokens,
             "bags": self.bags.map(|b| b.0), "bag_size": self.bags.map(|b| b.1),
-            "median_ms": round(self.median_ms), "min_ms": round(self.min_ms),
+            "p10_ms": round(self.timing.p10_ms), "median_ms": round(self.timing.median_ms),
+            "p90_ms": round(self.timing.p90_ms), "min_ms": round(self.timing.min_ms),
             "threads": self.threads, "peak_rss_mb": self.peak_rss_mb.map(f64::round),
+            "cpu": machine().0, "allocator": machine().1,
         })
         .to_string()
     }
@@ -41,6 +42,52 @@ impl Record {
             (implementation, _) => implementation.into(),
         }
     }
+}
+
+/// Percentiles of one case's timed calls, in ms.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    pub p10_ms: f64,
+    pub median_ms: f64,
+    pub p90_ms: f64,
+    pub min_ms: f64,
+}
+
+impl Timing {
+    /// The percentiles of `ms`, one time per call (at least one).
+    pub fn of(mut ms: Vec<f64>) -> Self {
+        ms.sort_by(f64::total_cmp);
+        let at = |q: f64| ms[((q * ms.len() as f64) as usize).min(ms.len() - 1)];
+        Self {
+            p10_ms: at(0.1),
+            median_ms: ms[ms.len() / 2],
+            p90_ms: at(0.9),
+            min_ms: ms[0],
+        }
+    }
+}
+
+/// The CPU model and the allocator's settings of this run, for every record: a result on one
+/// machine or heap state can be 3x off on another.
+pub fn machine() -> &'static (String, String) {
+    static MACHINE: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+    MACHINE.get_or_init(|| {
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|info| {
+                let line = info
+                    .lines()
+                    .find(|l| l.starts_with("model name"))?
+                    .to_owned();
+                Some(line.split_once(':')?.1.trim().to_owned())
+            })
+            .unwrap_or_else(|| std::env::consts::ARCH.into());
+        let allocator = match std::env::var("GLIBC_TUNABLES") {
+            Ok(tunables) => format!("system ({tunables})"),
+            Err(_) => "system (defaults)".into(),
+        };
+        (cpu, allocator)
+    })
 }
 
 /// The series of the table, in column order.
@@ -73,8 +120,11 @@ pub const OPS: [&str; 14] = [
 
 type Case = (usize, String, usize, usize, usize);
 
-/// Medians by case (op order, V, D, tokens) and series.
-pub fn by_case(records: &[Record]) -> BTreeMap<Case, BTreeMap<String, f64>> {
+/// One percentile (`pick`) by case (op order, V, D, tokens) and series.
+pub fn by_case(
+    records: &[Record],
+    pick: impl Fn(&Timing) -> f64,
+) -> BTreeMap<Case, BTreeMap<String, f64>> {
     let mut cases: BTreeMap<Case, BTreeMap<String, f64>> = BTreeMap::new();
     for r in records {
         let order = OPS.iter().position(|&o| o == r.op).unwrap_or(OPS.len());
@@ -82,13 +132,22 @@ pub fn by_case(records: &[Record]) -> BTreeMap<Case, BTreeMap<String, f64>> {
         cases
             .entry(key)
             .or_default()
-            .insert(r.series(), r.median_ms);
+            .insert(r.series(), pick(&r.timing));
     }
     cases
 }
 
-/// A markdown table of medians (ms) with ratios to PyTorch and of burn::nn to ours.
-pub fn table(records: &[Record]) -> String {
+/// Markdown tables of medians and of p90s (ms), with ratios to PyTorch and of burn::nn to
+/// ours.
+pub fn tables(records: &[Record]) -> String {
+    format!(
+        "p50:\n\n{}\np90:\n\n{}",
+        table(records, |t| t.median_ms),
+        table(records, |t| t.p90_ms)
+    )
+}
+
+fn table(records: &[Record], pick: impl Fn(&Timing) -> f64) -> String {
     let mut out = String::from("| op | V | D | tokens |");
     for s in SERIES {
         write!(out, " {s} (ms) |").unwrap();
@@ -101,7 +160,7 @@ pub fn table(records: &[Record]) -> String {
         (Some(a), Some(b)) => format!("{:.2}x", a / b),
         _ => "-".into(),
     };
-    for ((_, op, vocab, dim, tokens), m) in by_case(records) {
+    for ((_, op, vocab, dim, tokens), m) in by_case(records, pick) {
         write!(out, "| {op} | {vocab} | {dim} | {tokens} |").unwrap();
         for s in SERIES {
             write!(out, " {} |", fmt(m.get(s))).unwrap();

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::record::Record;
+use crate::record::{Record, Timing};
 use crate::{Args, BAG_SIZE, Workload};
 
 const OPS: &str = "forward,forward_backward,forward_backward_sum,forward_backward_sparse,\
@@ -45,8 +45,12 @@ pub fn run(args: &Args, w: &Workload, emit: &mut impl FnMut(Record)) {
             bags: v["bags"]
                 .as_u64()
                 .map(|b| (b as usize, number("bag_size") as usize)),
-            median_ms: number("median_ms"),
-            min_ms: number("min_ms"),
+            timing: Timing {
+                p10_ms: number("p10_ms"),
+                median_ms: number("median_ms"),
+                p90_ms: number("p90_ms"),
+                min_ms: number("min_ms"),
+            },
             threads: w.threads,
             peak_rss_mb: None,
         });
