@@ -2,8 +2,10 @@
 //!
 //! ```text
 //! cargo xtask setup                                 install lavapipe (apt) and the torch venv
-//! cargo xtask test [--backend ndarray|wgpu|tch|all] run every test on those backends (default all)
+//! cargo xtask test [--backend ndarray|wgpu|tch|all] run every test on those backends (default all),
+//!                                                   then `miri` where nightly Miri is installed
 //! cargo xtask golden                                regenerate tests/golden with PyTorch
+//! cargo xtask miri                                  the unsafe code's unit tests under Miri
 //! cargo xtask bench [--quick] [--vocab V,..] [--dim D,..] [--tokens N,..]
 //!                                                   benchmarks beside PyTorch, tch-rs, burn::nn
 //! ```
@@ -28,8 +30,9 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("golden") => golden(),
         Some("bench") => bench(&args[1..]),
+        Some("miri") => miri(),
         _ => Err(format!(
-            "usage: cargo xtask <setup | test [--backend ndarray|wgpu|tch|all] | golden | bench [--quick]>\n(got {args:?})"
+            "usage: cargo xtask <setup | test [--backend ndarray|wgpu|tch|all] | golden | bench [--quick] | miri>\n(got {args:?})"
         )),
     };
     match result {
@@ -122,13 +125,66 @@ fn test(args: &[String]) -> Result<(), String> {
             "xtask test: every backend ran and passed: {}",
             backends.join(", ")
         );
-        Ok(())
+        // The unsafe code under Miri where the toolchain is there (it installs with rustup,
+        // which a machine without network cannot run).
+        match has_miri() {
+            true => miri(),
+            false => {
+                println!("xtask test: Miri not run: no `cargo +nightly miri` on this machine");
+                Ok(())
+            }
+        }
     } else {
         Err(format!(
             "backends that did not pass:\n  {}",
             missing.join("\n  ")
         ))
     }
+}
+
+/// The unit tests that reach every `unsafe` block of the CPU fast paths on small slices.
+const MIRI_TESTS: [&str; 3] = [
+    "backend::cpu::tests",
+    "backend::ndarray::tests::unsafe_paths_on_small_slices",
+    "id_chains::tests",
+];
+
+/// Whether `cargo +nightly miri` runs here.
+fn has_miri() -> bool {
+    Command::new("cargo")
+        .args(["+nightly", "miri", "--version"])
+        .output()
+        .is_ok_and(|out| out.status.success())
+}
+
+/// [`MIRI_TESTS`] under Miri (nightly with its `miri` component: `rustup +nightly component add
+/// miri`), in a target dir of their own.
+fn miri() -> Result<(), String> {
+    if !has_miri() {
+        return Err(
+            "cargo +nightly miri is not installed: rustup +nightly component add miri".into(),
+        );
+    }
+    let env = Env::new();
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(&env.root)
+        .env("CARGO_TARGET_DIR", env.cache.join("target-miri"))
+        .args(["+nightly", "miri", "test", "-p", "burn-embedding"])
+        .args([
+            "--no-default-features",
+            "--features",
+            "ndarray",
+            "--lib",
+            "--",
+        ])
+        .args(MIRI_TESTS);
+    let status = cmd
+        .status()
+        .map_err(|e| format!("cannot run cargo miri: {e}"))?;
+    status
+        .success()
+        .then(|| println!("xtask miri: the unsafe code's tests ran clean under Miri"))
+        .ok_or_else(|| format!("cargo miri test failed: {status}"))
 }
 
 fn golden() -> Result<(), String> {

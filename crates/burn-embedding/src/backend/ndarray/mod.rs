@@ -501,6 +501,64 @@ mod tests {
         }
     }
 
+    /// Every unsafe block of the NdArray fast paths, on small slices, against the generic
+    /// implementation (`cargo xtask miri` runs this under Miri): the lookup's gather (copies into
+    /// an uninitialized buffer, prefetch hints), the sparse backward's row sums (chunks zeroed,
+    /// then read as `f32`), and token rows read from broadcast gradients (last stride 1 and 0),
+    /// also by the norm of the summed rows.
+    #[test]
+    fn unsafe_paths_on_small_slices() {
+        type B = NdArray;
+        let device = Default::default();
+        let values = |t: burn::tensor::ops::FloatTensor<B>| -> Vec<f32> {
+            Tensor::<B, 2>::from_primitive(burn::tensor::TensorPrimitive::Float(t))
+                .into_data()
+                .to_vec()
+                .unwrap()
+        };
+        let table: Vec<f32> = (0..15).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let weight = Tensor::<B, 2>::from_data(TensorData::new(table, [5, 3]), &device)
+            .into_primitive()
+            .tensor();
+        let ids = [4i64, 0, 2, 2, 1, 4];
+        let indices = Tensor::<B, 1, Int>::from_data(TensorData::new(ids.to_vec(), [6]), &device)
+            .into_primitive();
+        let options = EmbeddingOptions::new();
+        let fast = B::embedding_lookup(weight.clone(), indices.clone(), &options);
+        let slow = reference::forward::<B>(weight, indices.clone(), &options);
+        assert_eq!(values(fast), values(slow));
+
+        let token_values: Vec<f32> = (0..18).map(|i| (i * 7 % 11) as f32 - 5.0).collect();
+        let grads = [
+            Tensor::<B, 2>::from_data(TensorData::new(token_values, [6, 3]), &device),
+            Tensor::<B, 2>::from_data(TensorData::new(vec![1.0f32, -2.0, 0.5], [1, 3]), &device)
+                .expand([6, 3]),
+            Tensor::<B, 2>::full([1, 1], 0.25, &device).expand([6, 3]),
+        ];
+        for grad in grads {
+            let grad = grad.into_primitive().tensor();
+            for options in [
+                EmbeddingOptions::new(),
+                EmbeddingOptions::new().with_scale_grad_by_freq(true),
+            ] {
+                let options = options.with_sparse(true);
+                let fast = B::embedding_grad_sparse(grad.clone(), indices.clone(), 5, &options)
+                    .expect("rows");
+                let slow =
+                    reference::backward_sparse::<B>(grad.clone(), indices.clone(), 5, &options)
+                        .expect("rows");
+                assert_eq!(fast.ids_vec(), slow.ids_vec());
+                assert_eq!(
+                    values(fast.values.into_primitive().tensor()),
+                    values(slow.values.into_primitive().tensor())
+                );
+                let norm = B::embedding_token_grad_norm_sq(&grad, &indices, 5, &options);
+                let exact = reference::token_grad_norm_sq::<B>(&grad, &indices, 5, &options);
+                assert!((norm - exact).abs() <= 1e-6 * exact, "{norm} vs {exact}");
+            }
+        }
+    }
+
     /// Rows of a repeated id that cancel: the norm is that of their small sum, not the noise
     /// of a difference of large sums.
     #[test]
