@@ -15,4 +15,6 @@ pub mod patterns;
 pub mod property;
 pub mod python;
 pub mod report;
+mod rng;
+pub mod robustness;
 pub mod vector_files;

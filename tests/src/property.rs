@@ -8,32 +8,9 @@ use burn::tensor::{Int, Tensor, TensorData};
 use burn_embedding::optim::SparseUpdate;
 use burn_embedding::{Embedding, EmbeddingBackend, EmbeddingOptions, NormType, sparse_grad_remove};
 
+use crate::rng::Rng;
+
 type Ad<B> = Autodiff<B>;
-
-/// splitmix64: a small deterministic generator, so that a failing case can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn uniform(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * (self.next() >> 40) as f32 / (1u64 << 24) as f32
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-}
 
 /// One random case.
 #[derive(Debug, Clone)]

@@ -121,6 +121,19 @@ mod ndarray {
     );
 }
 
+/// 10^5 cases of bad input (indices, options, bag offsets, damaged vector files): `Ok` or a
+/// typed error, never a panic. On NdArray: the checks run before any kernel, the same on every
+/// backend.
+#[cfg(feature = "ndarray")]
+#[test]
+fn bad_input_gets_typed_errors() {
+    burn_embedding_conformance::robustness::run::<burn::backend::NdArray>(
+        &Default::default(),
+        0xBAD_1D5,
+        100_000,
+    );
+}
+
 #[cfg(feature = "ndarray")]
 mod ndarray_gradient_operations {
     //! The classes of `gradient_ops` that do not depend on the backend's kernels.
