@@ -128,7 +128,7 @@ fn test(args: &[String]) -> Result<(), String> {
         // The unsafe code under Miri where the toolchain is there (it installs with rustup,
         // which a machine without network cannot run).
         match has_miri() {
-            true => miri(),
+            true => run_miri(&env),
             false => {
                 println!("xtask test: Miri not run: no `cargo +nightly miri` on this machine");
                 Ok(())
@@ -165,7 +165,11 @@ fn miri() -> Result<(), String> {
             "cargo +nightly miri is not installed: rustup +nightly component add miri".into(),
         );
     }
-    let env = Env::new();
+    run_miri(&Env::new())
+}
+
+/// [`MIRI_TESTS`] under Miri, which the caller found installed.
+fn run_miri(env: &Env) -> Result<(), String> {
     let mut cmd = Command::new("cargo");
     cmd.current_dir(&env.root)
         .env("CARGO_TARGET_DIR", env.cache.join("target-miri"))

@@ -124,6 +124,18 @@ pub fn add_row(dst: &mut [f32], src: &[f32], first: bool, f: impl Fn(f32) -> f32
     }
 }
 
+/// [`add_row`] of a token's gradient row into its id's row: divided by the id's `count` in the
+/// batch with `scale_grad_by_freq`, as the lookup's backward sums them.
+#[inline]
+pub fn add_token_row(dst: &mut [f32], src: &[f32], first: bool, count: u32, by_freq: bool) {
+    if by_freq {
+        let count = count as f32;
+        add_row(dst, src, first, |g| g / count);
+    } else {
+        add_row(dst, src, first, |g| g);
+    }
+}
+
 /// `sum(x^2)` of `values`, in f64. Blocks of 1024 values are summed in 32 independent f32
 /// lanes (one running sum is bound by the latency of each add) and each block's lanes added
 /// in f64, so a sum over millions of values loses no more than one block's f32 rounding (about

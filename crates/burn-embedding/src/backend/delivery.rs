@@ -95,7 +95,8 @@ pub(super) fn deliver_token_grad<B: EmbeddingBackend>(
     }
 }
 
-/// Hands a leaf weight the rows of one backward contribution (`None`: the batch touched no row).
+/// Hands a weight that [takes rows](WeightNode::takes_rows) the rows of one backward
+/// contribution (`None`: the batch touched no row).
 ///
 /// When another op already gave the weight a dense gradient (a weight tied to an output
 /// projection), the rows are added into it and the whole gradient stays dense, as it is for a
@@ -108,15 +109,10 @@ pub(super) fn deliver_rows<B: EmbeddingBackend>(
     rows: Option<TicketRows<B>>,
     options: &EmbeddingOptions,
 ) {
+    debug_assert!(weight.takes_rows(), "callers deliver dense to this weight");
     let Some(rows) = rows else {
         return;
     };
-    if weight.others_pending {
-        if let Some(rows) = rows.rows() {
-            deliver_dense::<B>(grads, weight, primitive(rows.to_dense()));
-        }
-        return;
-    }
     let [num_embeddings, dim] = rows.weight_shape();
     let id = weight.handle.node.id;
     // What other ops of the graph already registered for the weight.

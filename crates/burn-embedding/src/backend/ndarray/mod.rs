@@ -17,7 +17,7 @@ use ndarray::{Array, ArrayView, IxDyn};
 use rayon::prelude::*;
 
 use super::cpu::{
-    self, PARALLEL_MIN_VALUES, accumulate_rows, add_row, advise_huge_pages, output_buffer,
+    self, PARALLEL_MIN_VALUES, accumulate_rows, add_token_row, advise_huge_pages, output_buffer,
     sum_of_squares,
 };
 use super::{BagBatch, EmbeddingBackend, reference};
@@ -66,36 +66,14 @@ where
         let Some(chains) = IdChains::new(&ids, options.padding_idx) else {
             return reference::token_grad_norm_sq::<Self>(grad, indices, num_embeddings, options);
         };
-        // A lone id's summed row is its token's row; a repeated id's rows are summed into one
-        // scratch row (in position order, divided by the count with scale_grad_by_freq, as
-        // the backward sums them), never stored.
+        let by_freq = options.scale_grad_by_freq;
         let mut scratch = vec![0.0f32; d];
-        let mut sum_chain = |first: usize| {
-            let count = chains.chain(first).count() as f32;
-            for (k, pos) in chains.chain(first).enumerate() {
-                if options.scale_grad_by_freq {
-                    add_row(&mut scratch, rows.row(pos), k == 0, |g| g / count);
-                } else {
-                    add_row(&mut scratch, rows.row(pos), k == 0, |g| g);
-                }
-            }
-            sum_of_squares(&scratch)
-        };
-        let row_by_row = |sum_chain: &mut dyn FnMut(usize) -> f64| -> f64 {
-            chains
-                .firsts()
-                .map(|first| match chains.is_lone(first) {
-                    true => sum_of_squares(rows.row(first)),
-                    false => sum_chain(first),
-                })
-                .sum()
-        };
         let padded = options
             .padding_idx
             .is_some_and(|p| ids.contains(&(p as i64)));
         if padded {
             // Padding's rows are left out, not subtracted.
-            return row_by_row(&mut sum_chain);
+            return norm_sq_by_id(&chains, &rows, by_freq, &mut scratch);
         }
         // Every token's squares in one streaming pass (no fold per row, which was most of the
         // time), then each repeated id's tokens replaced by their sum.
@@ -109,14 +87,14 @@ where
                 .chain(first)
                 .map(|pos| sum_of_squares(rows.row(pos)))
                 .sum::<f64>();
-            norm += sum_chain(first);
+            norm += chain_norm_sq(&chains, &rows, first, by_freq, &mut scratch);
         }
         // The pass and the rows group values into different f32 lanes, so the difference is
         // exact to about 1e-7 of `all`: when repeated ids' rows cancel to much less than that,
         // the rows are summed one id at a time instead.
         match norm >= 1e-4 * all {
             true => norm,
-            false => row_by_row(&mut sum_chain),
+            false => norm_sq_by_id(&chains, &rows, by_freq, &mut scratch),
         }
     }
 
@@ -171,15 +149,9 @@ where
             if batch.unique.is_empty() {
                 return None;
             }
-            let scale = options.scale_grad_by_freq;
+            let by_freq = options.scale_grad_by_freq;
             let values = accumulate_rows(&batch, d, |dst, pos, count, first| {
-                let src = rows.row(pos);
-                if scale {
-                    let count = count as f32;
-                    add_row(dst, src, first, |g| g / count);
-                } else {
-                    add_row(dst, src, first, |g| g);
-                }
+                add_token_row(dst, rows.row(pos), first, count, by_freq);
             });
             let device = Default::default();
             return Some(RowSparseGradient::new(
@@ -287,6 +259,40 @@ where
             options,
         )
     }
+}
+
+/// The squared norm of the summed rows of the id whose first position is `first`: its tokens'
+/// rows summed into `scratch` in position order (divided by the count with
+/// `scale_grad_by_freq`), as the backward sums them.
+fn chain_norm_sq(
+    chains: &IdChains,
+    rows: &TokenRows<'_>,
+    first: usize,
+    by_freq: bool,
+    scratch: &mut [f32],
+) -> f64 {
+    let count = chains.chain(first).count() as u32;
+    for (k, pos) in chains.chain(first).enumerate() {
+        add_token_row(scratch, rows.row(pos), k == 0, count, by_freq);
+    }
+    sum_of_squares(scratch)
+}
+
+/// The squared norm of the rows summed per id, one id at a time: a lone id's row is read where
+/// it is.
+fn norm_sq_by_id(
+    chains: &IdChains,
+    rows: &TokenRows<'_>,
+    by_freq: bool,
+    scratch: &mut [f32],
+) -> f64 {
+    chains
+        .firsts()
+        .map(|first| match chains.is_lone(first) {
+            true => sum_of_squares(rows.row(first)),
+            false => chain_norm_sq(chains, rows, first, by_freq, scratch),
+        })
+        .sum()
 }
 
 /// A state accumulator as a contiguous array, created filled with `init` at the first step.

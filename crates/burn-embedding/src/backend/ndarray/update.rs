@@ -17,7 +17,7 @@ use super::{
     PREFETCH_DISTANCE, TokenRows, contiguous, host_ids, prefetch_row, row_start, take_state,
     tensor_from,
 };
-use crate::backend::cpu::{PARALLEL_MIN_VALUES, add_row};
+use crate::backend::cpu::{PARALLEL_MIN_VALUES, add_token_row};
 use crate::backend::row_state::RowState;
 use crate::backend::rule::{SparseRule, select_add};
 use crate::backend::update::{SparseUpdate, fused_update};
@@ -162,14 +162,9 @@ where
         let by_freq = options.scale_grad_by_freq;
         step.for_each_row(true, |k, _, g, [w, a, b]| {
             let (start, end) = (batch.slot_starts[k] as usize, batch.slot_starts[k + 1]);
-            let count = (end as usize - start) as f32;
+            let count = end - start as u32;
             for (i, &pos) in batch.grouped[start..end as usize].iter().enumerate() {
-                let src = tokens.row(pos as usize);
-                if by_freq {
-                    add_row(g, src, i == 0, |x| x / count);
-                } else {
-                    add_row(g, src, i == 0, |x| x);
-                }
+                add_token_row(g, tokens.row(pos as usize), i == 0, count, by_freq);
             }
             kernel.row(g, w, a, b);
             w.iter_mut().zip(g.iter()).for_each(|(w, &x)| *w += x);
