@@ -217,15 +217,5 @@ fn bench(args: &[String]) -> Result<(), String> {
         .arg("--torch-script")
         .arg(env.root.join("bench/torch_embedding_bench.py"))
         .args(args);
-    // Both processes (ours and the PyTorch subprocess, which inherits it) run glibc's malloc at
-    // the steady state its dynamic mmap threshold reaches in a long training run (32 MiB), so
-    // that which cases ran first does not decide whether a 2 MB output is page-faulted anew
-    // on every call.
-    if std::env::var_os("GLIBC_TUNABLES").is_none() {
-        cmd.env(
-            "GLIBC_TUNABLES",
-            "glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=67108864",
-        );
-    }
     env::run_tee(cmd).map(|_| ())
 }

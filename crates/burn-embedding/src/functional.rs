@@ -1,6 +1,5 @@
 //! The embedding as a function of a weight tensor, usable without the module.
 
-use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
 
 use crate::rank::{IndexRank, LookupRank};
@@ -144,9 +143,10 @@ pub(crate) fn renorm_param<B: EmbeddingBackend, const DI: usize>(
 
 /// Checks that every index lies in `0..num_embeddings`.
 ///
-/// One reduction to the minimum and maximum, read back together; only when one is out of range
-/// are all indices read, to name the first offending index and its position.
-pub(crate) fn check_indices<B: Backend, const D: usize>(
+/// The backend's minimum and maximum of the indices ([`EmbeddingBackend::embedding_index_range`]);
+/// only when one is out of range are all indices read, to name the first offending index and its
+/// position.
+pub(crate) fn check_indices<B: EmbeddingBackend, const D: usize>(
     indices: &Tensor<B, D, Int>,
     num_embeddings: usize,
 ) -> Result<(), EmbeddingError> {
@@ -154,13 +154,15 @@ pub(crate) fn check_indices<B: Backend, const D: usize>(
     if n == 0 {
         return Ok(());
     }
-    let flat = indices.clone().reshape([n]);
-    let bounds = Tensor::cat(vec![flat.clone().min(), flat.clone().max()], 0);
-    let bounds: Vec<i64> = bounds.into_data().iter::<i64>().collect();
-    if bounds[0] >= 0 && bounds[1] < num_embeddings as i64 {
+    let indices = indices.clone().into_primitive();
+    let (min, max) = B::embedding_index_range(&indices);
+    if min >= 0 && max < num_embeddings as i64 {
         return Ok(());
     }
-    let values: Vec<i64> = flat.into_data().iter::<i64>().collect();
+    let values: Vec<i64> = Tensor::<B, D, Int>::from_primitive(indices)
+        .into_data()
+        .iter::<i64>()
+        .collect();
     let (position, &index) = values
         .iter()
         .enumerate()

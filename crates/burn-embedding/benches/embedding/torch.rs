@@ -11,6 +11,14 @@ const OPS: &str = "forward,forward_backward,forward_backward_sum,forward_backwar
                    step_sparse_sgd_sum,step_sparse_adam,step_sparse_adam_sum,step_sparse_adagrad,\
                    bag_sum,bag_mean";
 
+/// The ops of [`OPS`] that `--ops` selected.
+fn ops() -> String {
+    OPS.split(',')
+        .filter(|op| crate::selected(op))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 pub fn run(args: &Args, w: &Workload, emit: &mut impl FnMut(Record)) {
     let (Some(python), Some(script)) = (&args.python, &args.torch_script) else {
         eprintln!("bench: no --python/--torch-script: PyTorch is not measured");
@@ -21,7 +29,7 @@ pub fn run(args: &Args, w: &Workload, emit: &mut impl FnMut(Record)) {
         .args(["--vocab", &w.vocab.to_string(), "--dim", &w.dim.to_string()])
         .args(["--tokens", &w.tokens.to_string()])
         .args(["--threads", &w.threads.to_string()])
-        .args(["--steps", &w.steps.to_string(), "--ops", OPS])
+        .args(["--steps", &w.steps.to_string(), "--ops", &ops()])
         .args(["--bags", &w.tokens.to_string()])
         .args(["--bag-size", &BAG_SIZE.to_string()])
         .output()

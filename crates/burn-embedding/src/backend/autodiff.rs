@@ -184,6 +184,10 @@ impl<B: EmbeddingBackend, C: CheckpointStrategy> EmbeddingBackend for Autodiff<B
         B::embedding_defers_grad_sum()
     }
 
+    fn embedding_index_range(indices: &IntTensor<Self>) -> (i64, i64) {
+        B::embedding_index_range(indices)
+    }
+
     fn embedding_grad_sparse(
         grad: FloatTensor<Self>,
         indices: IntTensor<Self>,

@@ -1,6 +1,7 @@
 //! Kernels on host slices shared by the CPU backends (NdArray's storage, libtorch's CPU tensors):
 //! the row-sparse accumulation of the lookup and bag backwards, and output buffers.
 
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
@@ -9,6 +10,7 @@ use burn::tensor::backend::Backend;
 
 use super::BagBatch;
 use crate::coalesce::Coalesced;
+use crate::id_chains::IdChains;
 use crate::{BagMode, EmbeddingOptions};
 
 /// Below this many output values one thread copies faster than a rayon fan-out.
@@ -75,7 +77,7 @@ where
 {
     let len = batch.unique.len() * d;
     let mut values: Vec<f32> = Vec::with_capacity(len);
-    advise_huge_pages(values.as_ptr().cast(), len * size_of::<f32>());
+    super::huge_pages::advise(values.as_ptr().cast(), len * size_of::<f32>());
     let sum = |(chunk, first_slot): (&mut [MaybeUninit<f32>], usize)| {
         // Zeroed a task's rows at a time, while they are in cache: zeroing the whole buffer
         // first was a separate pass over [U, D] values (a tenth of a 4096-token backward).
@@ -112,6 +114,109 @@ where
     values
 }
 
+/// The gradient rows `[.., D]` of a lookup's output on the host.
+pub enum TokenRows<'a> {
+    /// Row-major: row `p` is `values[p * d..][..d]`.
+    Contiguous(Cow<'a, [f32]>, usize),
+    /// Every row is this one (the broadcast gradient of `sum().backward()`).
+    Broadcast(Cow<'a, [f32]>),
+}
+
+impl TokenRows<'_> {
+    /// `D`, the length of a row.
+    pub fn dim(&self) -> usize {
+        match self {
+            Self::Contiguous(_, d) => *d,
+            Self::Broadcast(row) => row.len(),
+        }
+    }
+
+    pub fn row(&self, pos: usize) -> &[f32] {
+        match self {
+            Self::Contiguous(values, d) => &values[pos * d..][..*d],
+            Self::Broadcast(row) => row,
+        }
+    }
+}
+
+/// The squared L2 norm of the row-sparse gradient that the token rows `rows` of the lookup of
+/// `ids` sum to, without storing the sums (see
+/// [`EmbeddingBackend::embedding_token_grad_norm_sq`](super::EmbeddingBackend::embedding_token_grad_norm_sq)).
+/// `None` for a batch too large for [`IdChains`].
+pub fn token_grad_norm_sq(
+    rows: &TokenRows<'_>,
+    ids: &[i64],
+    options: &EmbeddingOptions,
+) -> Option<f64> {
+    let by_freq = options.scale_grad_by_freq;
+    let mut scratch = vec![0.0f32; rows.dim()];
+    let chain_ids = || IdChains::new(ids, options.padding_idx);
+    let padded = options
+        .padding_idx
+        .is_some_and(|p| ids.contains(&(p as i64)));
+    if padded {
+        // Padding's rows are left out, not subtracted.
+        return Some(norm_sq_by_id(&chain_ids()?, rows, by_freq, &mut scratch));
+    }
+    // Every token's squares in one streaming pass (no fold per row, which was most of the
+    // time; the ids are chained meanwhile), then each repeated id's tokens replaced by their
+    // sum.
+    let (all, chains) = match rows {
+        TokenRows::Contiguous(values, _) => sum_of_squares_beside(values, chain_ids),
+        TokenRows::Broadcast(row) => (ids.len() as f64 * sum_of_squares(row), chain_ids()),
+    };
+    let chains = chains?;
+    let mut norm = all;
+    for first in chains.firsts().filter(|&first| !chains.is_lone(first)) {
+        norm -= chains
+            .chain(first)
+            .map(|pos| sum_of_squares(rows.row(pos)))
+            .sum::<f64>();
+        norm += chain_norm_sq(&chains, rows, first, by_freq, &mut scratch);
+    }
+    // The pass and the rows group values into different f32 lanes, so the difference is
+    // exact to about 1e-7 of `all`: when repeated ids' rows cancel to much less than that,
+    // the rows are summed one id at a time instead.
+    Some(match norm >= 1e-4 * all {
+        true => norm,
+        false => norm_sq_by_id(&chains, rows, by_freq, &mut scratch),
+    })
+}
+
+/// The squared norm of the summed rows of the id whose first position is `first`: its tokens'
+/// rows summed into `scratch` in position order (divided by the count with
+/// `scale_grad_by_freq`), as the backward sums them.
+fn chain_norm_sq(
+    chains: &IdChains,
+    rows: &TokenRows<'_>,
+    first: usize,
+    by_freq: bool,
+    scratch: &mut [f32],
+) -> f64 {
+    let count = chains.chain(first).count() as u32;
+    for (k, pos) in chains.chain(first).enumerate() {
+        add_token_row(scratch, rows.row(pos), k == 0, count, by_freq);
+    }
+    sum_of_squares(scratch)
+}
+
+/// The squared norm of the rows summed per id, one id at a time: a lone id's row is read where
+/// it is.
+fn norm_sq_by_id(
+    chains: &IdChains,
+    rows: &TokenRows<'_>,
+    by_freq: bool,
+    scratch: &mut [f32],
+) -> f64 {
+    chains
+        .firsts()
+        .map(|first| match chains.is_lone(first) {
+            true => sum_of_squares(rows.row(first)),
+            false => chain_norm_sq(chains, rows, first, by_freq, scratch),
+        })
+        .sum()
+}
+
 /// `dst += f(src)`, elementwise. When `first`, `dst` is known to be zero and is written without
 /// being read (`0.0 + x` is the same float as the add): a first access that writes lets the
 /// kernel map a fresh page once, where a read would map the zero page and fault again on write.
@@ -136,12 +241,88 @@ pub fn add_token_row(dst: &mut [f32], src: &[f32], first: bool, count: u32, by_f
     }
 }
 
+/// Runs `work` on each of `parts` (disjoint pieces of a kernel's work), the calling thread
+/// taking the first and the rayon pool the others.
+///
+/// A `par_iter` called from a thread outside the pool (a training loop's) puts that thread to
+/// sleep and wakes a worker for each piece: on a VM every wake-up is an interrupt to another
+/// vCPU, and a lookup of 4096 rows took 3 of them. Here the caller works instead of waiting,
+/// and one part per pool thread beyond the first wakes one worker each.
+pub fn for_each_part<T: Send>(parts: impl IntoIterator<Item = T>, work: impl Fn(T) + Sync) {
+    for_each_part_beside(parts, work, || ());
+}
+
+/// [`for_each_part`], with `side` run on the calling thread before its own part: a worker woken
+/// for a part takes microseconds to start, and what the caller does meanwhile is free.
+pub fn for_each_part_beside<T: Send, R>(
+    parts: impl IntoIterator<Item = T>,
+    work: impl Fn(T) + Sync,
+    side: impl FnOnce() -> R,
+) -> R {
+    let mut parts = parts.into_iter();
+    let Some(first) = parts.next() else {
+        return side();
+    };
+    let work = &work;
+    rayon::in_place_scope(|scope| {
+        for part in parts {
+            scope.spawn(move |_| work(part));
+        }
+        let side = side();
+        work(first);
+        side
+    })
+}
+
+/// How many parts a kernel of `len` values splits into for [`for_each_part`]: one per pool
+/// thread, none of them under [`PARALLEL_MIN_VALUES`] / 2 values.
+pub fn part_count(len: usize) -> usize {
+    (2 * len / PARALLEL_MIN_VALUES).clamp(1, rayon::current_num_threads())
+}
+
 /// `sum(x^2)` of `values`, in f64. Blocks of 1024 values are summed in 32 independent f32
 /// lanes (one running sum is bound by the latency of each add) and each block's lanes added
 /// in f64, so a sum over millions of values loses no more than one block's f32 rounding (about
 /// 1e-7 of the sum) while the loop runs at the vector units' pace: AVX2 where the CPU has it
-/// (checked once, at run time).
+/// (checked once, at run time). A long slice is summed in runs of [`SUM_PART`] values, split over
+/// the rayon pool (one core streams a 2 MB gradient at half the pace two do), the runs' sums
+/// added in order: the same bits on any number of threads.
 pub fn sum_of_squares(values: &[f32]) -> f64 {
+    sum_of_squares_beside(values, || ()).0
+}
+
+/// [`sum_of_squares`], with `side` run on the calling thread while the pool's threads start on
+/// their parts (see [`for_each_part_beside`]).
+pub fn sum_of_squares_beside<R>(values: &[f32], side: impl FnOnce() -> R) -> (f64, R) {
+    let blocks = values.len().div_ceil(SUM_PART);
+    let parts = part_count(values.len()).min(blocks);
+    if parts <= 1 {
+        let side = side();
+        return (sum_of_squares_serial(values), side);
+    }
+    // Each part sums whole runs of SUM_PART values, so the runs (and their order in the
+    // total) do not depend on how many parts there are.
+    let mut sums = vec![0.0f64; blocks];
+    let per_part = blocks.div_ceil(parts);
+    let pieces = sums
+        .chunks_mut(per_part)
+        .zip(values.chunks(per_part * SUM_PART));
+    let side = for_each_part_beside(
+        pieces,
+        |(sums, values)| {
+            for (sum, run) in sums.iter_mut().zip(values.chunks(SUM_PART)) {
+                *sum = sum_of_squares_serial(run);
+            }
+        },
+        side,
+    );
+    (sums.iter().sum(), side)
+}
+
+/// The values of one run of a parallel [`sum_of_squares`]: a multiple of its 1024-value blocks.
+const SUM_PART: usize = 1 << 16;
+
+fn sum_of_squares_serial(values: &[f32]) -> f64 {
     #[cfg(target_arch = "x86_64")]
     let sum = if std::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked above.
@@ -188,48 +369,17 @@ fn sum_of_squares_portable(values: &[f32]) -> f64 {
     total.iter().sum()
 }
 
-/// Below this size a buffer is not worth a huge-page request.
-const HUGE_PAGE_MIN_BYTES: usize = 8 << 20;
-
-/// A zeroed buffer of `len` floats that the caller writes in full. A large one is backed by
-/// huge pages where the kernel allows it: a fresh buffer of tens of MB (the [U, D] rows of a
-/// bag step at V = 1M) otherwise takes one page fault per 4 KiB on first touch, half of that
-/// step's time (`docs/measurements.md`).
-pub fn output_buffer(len: usize) -> Vec<f32> {
-    // A large vec![0.0; n] is a fresh zeroed mapping, not yet touched: advice still applies.
-    let values = vec![0.0f32; len];
-    advise_huge_pages(values.as_ptr().cast(), len * size_of::<f32>());
-    values
-}
-
-/// Asks for huge pages under `bytes` bytes from `start`, when there are enough of them.
-pub fn advise_huge_pages(start: *const u8, bytes: usize) {
-    #[cfg(target_os = "linux")]
-    if bytes >= HUGE_PAGE_MIN_BYTES {
-        const HUGE_PAGE: usize = 2 << 20;
-        let first = (start as usize).next_multiple_of(HUGE_PAGE);
-        let end = (start as usize + bytes) / HUGE_PAGE * HUGE_PAGE;
-        if end > first {
-            // SAFETY: the range lies inside the caller's allocation; MADV_HUGEPAGE changes how
-            // its pages are backed, never their contents. A kernel without THP returns an
-            // error, which leaves the memory as it was.
-            unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE) };
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (start, bytes);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     /// The vectorized sum of squares is the f64 sum to f32 rounding of each block, on every
-    /// length (tails of the 32 lanes and of the 1024-value blocks), past f32's range of
+    /// length (tails of the 32 lanes, of the 1024-value blocks and of the parallel parts), past f32's range of
     /// squares, and NaN or infinite exactly when a value is.
     #[test]
     fn sum_of_squares_is_the_f64_sum() {
-        for len in [0usize, 1, 31, 32, 33, 1023, 1025, 5000] {
+        // The last length takes the parallel parts, with a short last part.
+        for len in [0usize, 1, 31, 32, 33, 1023, 1025, 5000, 2 * SUM_PART + 1029] {
             let values: Vec<f32> = (0..len)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.37)
                 .collect();

@@ -30,6 +30,8 @@ pub(crate) mod cpu;
 #[cfg(feature = "wgpu")]
 mod cube;
 mod delivery;
+#[cfg(any(feature = "ndarray", feature = "tch"))]
+pub(crate) mod huge_pages;
 #[cfg(feature = "ndarray")]
 pub(crate) mod ndarray;
 mod pending;
@@ -60,6 +62,13 @@ pub trait EmbeddingBackend: Backend {
         options: &EmbeddingOptions,
     ) -> FloatTensor<Self> {
         reference::forward::<Self>(weight, indices, options)
+    }
+
+    /// The smallest and largest of `indices` (any rank, at least one element), on the host: what
+    /// the checked entry points compare with `0..V` before a lookup. By default a min and a max
+    /// reduction read back together; a CPU backend reads its storage where it lies.
+    fn embedding_index_range(indices: &IntTensor<Self>) -> (i64, i64) {
+        reference::index_range::<Self>(indices)
     }
 
     /// The lookup of a table whose optimizer runs inside the backward

@@ -52,6 +52,15 @@ fn flatten_grad<B: Backend>(grad: FloatTensor<B>) -> Tensor<B, 2> {
     float(B::float_reshape(grad, Shape::new([n, d])))
 }
 
+/// The smallest and largest index, by one min and one max reduction read back together.
+pub(crate) fn index_range<B: Backend>(indices: &IntTensor<B>) -> (i64, i64) {
+    let n = indices.shape().num_elements();
+    let flat = int::<B, 1>(B::int_reshape(indices.clone(), Shape::new([n])));
+    let bounds = Tensor::cat(vec![flat.clone().min(), flat.max()], 0);
+    let bounds: Vec<i64> = bounds.into_data().iter::<i64>().collect();
+    (bounds[0], bounds[1])
+}
+
 /// Row gather `[V, D], [..] -> [.., D]`, with the referenced rows renormalised first when
 /// `max_norm` is set.
 pub(crate) fn forward<B: Backend>(

@@ -16,13 +16,10 @@ use burn::tensor::{Shape, TensorMetadata};
 use ndarray::{Array, ArrayView, IxDyn};
 use rayon::prelude::*;
 
-use super::cpu::{
-    self, PARALLEL_MIN_VALUES, accumulate_rows, add_token_row, advise_huge_pages, output_buffer,
-    sum_of_squares,
-};
+use super::cpu::{self, PARALLEL_MIN_VALUES, TokenRows, accumulate_rows, add_token_row};
+use super::huge_pages::{self, output_buffer};
 use super::{BagBatch, EmbeddingBackend, reference};
 use crate::coalesce::Coalesced;
-use crate::id_chains::IdChains;
 use crate::{BagMode, EmbeddingOptions, RowSparseGradient};
 
 mod update;
@@ -51,6 +48,22 @@ where
         true
     }
 
+    fn embedding_index_range(indices: &IntTensor<Self>) -> (i64, i64) {
+        fn range<T: Copy + Into<i64>>(view: ArrayView<'_, T, IxDyn>) -> (i64, i64) {
+            view.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &i| {
+                let i = i.into();
+                (lo.min(i), hi.max(i))
+            })
+        }
+        // One pass over the storage: the tensor ops' min, max, cat and read-back cost half
+        // of a 4096-id lookup.
+        match indices {
+            NdArrayTensor::I64(s) => range(s.view()),
+            NdArrayTensor::I32(s) => range(s.view()),
+            _ => reference::index_range::<Self>(indices),
+        }
+    }
+
     fn embedding_token_grad_norm_sq(
         grad: &FloatTensor<Self>,
         indices: &IntTensor<Self>,
@@ -61,41 +74,9 @@ where
             return reference::token_grad_norm_sq::<Self>(grad, indices, num_embeddings, options);
         };
         let d = *g.shape().last().expect("grad is [.., D]");
-        let view = g.view();
-        let rows = TokenRows::new(view, d);
-        let Some(chains) = IdChains::new(&ids, options.padding_idx) else {
-            return reference::token_grad_norm_sq::<Self>(grad, indices, num_embeddings, options);
-        };
-        let by_freq = options.scale_grad_by_freq;
-        let mut scratch = vec![0.0f32; d];
-        let padded = options
-            .padding_idx
-            .is_some_and(|p| ids.contains(&(p as i64)));
-        if padded {
-            // Padding's rows are left out, not subtracted.
-            return norm_sq_by_id(&chains, &rows, by_freq, &mut scratch);
-        }
-        // Every token's squares in one streaming pass (no fold per row, which was most of the
-        // time), then each repeated id's tokens replaced by their sum.
-        let all = match &rows {
-            TokenRows::Contiguous(values, _) => sum_of_squares(values),
-            TokenRows::Broadcast(row) => ids.len() as f64 * sum_of_squares(row),
-        };
-        let mut norm = all;
-        for first in chains.firsts().filter(|&first| !chains.is_lone(first)) {
-            norm -= chains
-                .chain(first)
-                .map(|pos| sum_of_squares(rows.row(pos)))
-                .sum::<f64>();
-            norm += chain_norm_sq(&chains, &rows, first, by_freq, &mut scratch);
-        }
-        // The pass and the rows group values into different f32 lanes, so the difference is
-        // exact to about 1e-7 of `all`: when repeated ids' rows cancel to much less than that,
-        // the rows are summed one id at a time instead.
-        match norm >= 1e-4 * all {
-            true => norm,
-            false => norm_sq_by_id(&chains, &rows, by_freq, &mut scratch),
-        }
+        cpu::token_grad_norm_sq(&token_rows(g.view(), d), &ids, options).unwrap_or_else(|| {
+            reference::token_grad_norm_sq::<Self>(grad, indices, num_embeddings, options)
+        })
     }
 
     fn embedding_grad_dense(
@@ -107,7 +88,7 @@ where
         if let (NdArrayTensor::F32(g), Some(ids)) = (&grad, host_ids(&indices)) {
             let d = *g.shape().last().expect("grad is [.., D]");
             let view = g.view();
-            let rows = TokenRows::new(view, d);
+            let rows = token_rows(view, d);
             let counts = options.scale_grad_by_freq.then(|| {
                 let mut counts = vec![0u32; num_embeddings];
                 ids.iter()
@@ -144,7 +125,7 @@ where
         if let (NdArrayTensor::F32(g), Some(ids)) = (&grad, host_ids(&indices)) {
             let d = *g.shape().last().expect("grad is [.., D]");
             let view = g.view();
-            let rows = TokenRows::new(view, d);
+            let rows = token_rows(view, d);
             let batch = Coalesced::new(&ids, options.padding_idx);
             if batch.unique.is_empty() {
                 return None;
@@ -261,40 +242,6 @@ where
     }
 }
 
-/// The squared norm of the summed rows of the id whose first position is `first`: its tokens'
-/// rows summed into `scratch` in position order (divided by the count with
-/// `scale_grad_by_freq`), as the backward sums them.
-fn chain_norm_sq(
-    chains: &IdChains,
-    rows: &TokenRows<'_>,
-    first: usize,
-    by_freq: bool,
-    scratch: &mut [f32],
-) -> f64 {
-    let count = chains.chain(first).count() as u32;
-    for (k, pos) in chains.chain(first).enumerate() {
-        add_token_row(scratch, rows.row(pos), k == 0, count, by_freq);
-    }
-    sum_of_squares(scratch)
-}
-
-/// The squared norm of the rows summed per id, one id at a time: a lone id's row is read where
-/// it is.
-fn norm_sq_by_id(
-    chains: &IdChains,
-    rows: &TokenRows<'_>,
-    by_freq: bool,
-    scratch: &mut [f32],
-) -> f64 {
-    chains
-        .firsts()
-        .map(|first| match chains.is_lone(first) {
-            true => sum_of_squares(rows.row(first)),
-            false => chain_norm_sq(chains, rows, first, by_freq, scratch),
-        })
-        .sum()
-}
-
 /// A state accumulator as a contiguous array, created filled with `init` at the first step.
 pub(crate) fn take_state<
     B: burn::tensor::backend::Backend<FloatTensorPrimitive = NdArrayTensor>,
@@ -389,41 +336,25 @@ pub(crate) fn host_ids(indices: &NdArrayTensor) -> Option<Vec<i64>> {
 /// The gradient rows `[.., D]` of a lookup's output, read without copying where the layout
 /// allows: `sum().backward()` hands over a broadcast view (every row the same) whose copy to
 /// the standard layout would cost more than the backward (`docs/measurements.md`).
-pub(crate) enum TokenRows<'a> {
-    /// Row-major: row `p` is `values[p * d..][..d]`.
-    Contiguous(Cow<'a, [f32]>, usize),
-    /// Every row is this one.
-    Broadcast(Cow<'a, [f32]>),
-}
-
-impl<'a> TokenRows<'a> {
-    pub(crate) fn new(grad: ArrayView<'a, f32, IxDyn>, d: usize) -> Self {
-        let strides = grad.strides();
-        let (last, leading) = strides.split_last().expect("grad is [.., D]");
-        if leading.iter().all(|&s| s == 0) && !grad.is_empty() {
-            let first = grad.as_ptr();
-            return Self::Broadcast(match *last {
-                // SAFETY: a view whose leading strides are 0 and last stride 1 holds its d
-                // values contiguously at its first element.
-                1 => Cow::Borrowed(unsafe { std::slice::from_raw_parts(first, d) }),
-                // SAFETY: `first` is the view's first element, in bounds as the view is not empty.
-                0 => Cow::Owned(vec![unsafe { *first }; d]),
-                _ => Cow::Owned(grad.iter().take(d).copied().collect()),
-            });
-        }
-        let values = match grad.to_slice() {
-            Some(values) => Cow::Borrowed(values),
-            None => Cow::Owned(grad.iter().copied().collect()),
-        };
-        Self::Contiguous(values, d)
+pub(crate) fn token_rows(grad: ArrayView<'_, f32, IxDyn>, d: usize) -> TokenRows<'_> {
+    let strides = grad.strides();
+    let (last, leading) = strides.split_last().expect("grad is [.., D]");
+    if leading.iter().all(|&s| s == 0) && !grad.is_empty() {
+        let first = grad.as_ptr();
+        return TokenRows::Broadcast(match *last {
+            // SAFETY: a view whose leading strides are 0 and last stride 1 holds its d
+            // values contiguously at its first element.
+            1 => Cow::Borrowed(unsafe { std::slice::from_raw_parts(first, d) }),
+            // SAFETY: `first` is the view's first element, in bounds as the view is not empty.
+            0 => Cow::Owned(vec![unsafe { *first }; d]),
+            _ => Cow::Owned(grad.iter().take(d).copied().collect()),
+        });
     }
-
-    pub(crate) fn row(&self, pos: usize) -> &[f32] {
-        match self {
-            Self::Contiguous(values, d) => &values[pos * d..][..*d],
-            Self::Broadcast(row) => row,
-        }
-    }
+    let values = match grad.to_slice() {
+        Some(values) => Cow::Borrowed(values),
+        None => Cow::Owned(grad.iter().copied().collect()),
+    };
+    TokenRows::Contiguous(values, d)
 }
 
 /// Copies row `ids[i]` of `table` (`[V, d]`, row-major) to row `i` of the output, shaped
@@ -435,7 +366,8 @@ fn gather(table: &[f32], d: usize, ids: &[i64], index_shape: Shape) -> NdArrayTe
     // of a lookup: `docs/measurements.md`).
     let mut out: Vec<f32> = Vec::with_capacity(len);
     let spare = &mut out.spare_capacity_mut()[..len];
-    advise_huge_pages(spare.as_ptr().cast(), len * size_of::<f32>());
+    huge_pages::advise(spare.as_ptr().cast(), len * size_of::<f32>());
+    huge_pages::note_table(table);
     let copy = |(chunk, ids): (&mut [MaybeUninit<f32>], &[i64])| {
         for (i, (dst, &id)) in chunk.chunks_exact_mut(d).zip(ids).enumerate() {
             if let Some(&ahead) = ids.get(i + PREFETCH_DISTANCE) {
@@ -447,15 +379,14 @@ fn gather(table: &[f32], d: usize, ids: &[i64], index_shape: Shape) -> NdArrayTe
             unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast(), d) };
         }
     };
-    if len >= PARALLEL_MIN_VALUES {
-        let rows_per_task = (PARALLEL_MIN_VALUES / 4 / d).max(1);
+    // Random rows cost alike: equal runs of ids, one per thread.
+    let rows_per_part = ids.len().div_ceil(cpu::part_count(len)).max(1);
+    cpu::for_each_part(
         spare
-            .par_chunks_mut(rows_per_task * d)
-            .zip(ids.par_chunks(rows_per_task))
-            .for_each(copy);
-    } else {
-        copy((spare, ids));
-    }
+            .chunks_mut(rows_per_part * d)
+            .zip(ids.chunks(rows_per_part)),
+        copy,
+    );
     // SAFETY: the loop above wrote all `len` values: one row of `d` per id.
     unsafe { out.set_len(len) };
     tensor(out, [index_shape.as_slice(), &[d]].concat())

@@ -14,8 +14,8 @@ use burn::tensor::{Int, Tensor};
 use rayon::prelude::*;
 
 use super::{
-    PREFETCH_DISTANCE, TokenRows, contiguous, host_ids, prefetch_row, row_start, take_state,
-    tensor_from,
+    PREFETCH_DISTANCE, contiguous, host_ids, prefetch_row, row_start, take_state, tensor_from,
+    token_rows,
 };
 use crate::backend::cpu::{PARALLEL_MIN_VALUES, add_token_row};
 use crate::backend::row_state::RowState;
@@ -149,7 +149,7 @@ where
         if batch.unique.is_empty() {
             return weight;
         }
-        let tokens = TokenRows::new(g.view(), d);
+        let tokens = token_rows(g.view(), d);
         // In place when nothing else holds the weight.
         let NdArrayTensor::F32(storage) = weight else {
             unreachable!("matched above")

@@ -25,6 +25,27 @@ fn host_values<T: tch::kind::Element + Copy>(tensor: &tch::Tensor) -> Option<Vec
     Vec::<T>::try_from(tensor.flatten(0, -1)).ok()
 }
 
+/// [`cpu::token_grad_norm_sq`] on a CPU f32 gradient `[.., D]`, read where it lies, and its
+/// ids; `None` elsewhere (another device or element type).
+fn host_token_grad_norm_sq(
+    grad: &tch::Tensor,
+    indices: &tch::Tensor,
+    options: &EmbeddingOptions,
+) -> Option<f64> {
+    if grad.device() != tch::Device::Cpu || grad.kind() != tch::Kind::Float || grad.numel() == 0 {
+        return None;
+    }
+    let d = usize::try_from(*grad.size().last()?).ok()?;
+    let ids = host_values::<i64>(indices)?;
+    // A shallow clone when the gradient is contiguous already (a seeded or computed one).
+    let grad = grad.contiguous();
+    // SAFETY: `grad` is a contiguous CPU tensor of `numel` f32 values, alive (and not written:
+    // the slice is read before `grad` is dropped, and burn-tch writes only tensors it holds
+    // alone) for the slice's lifetime.
+    let values = unsafe { std::slice::from_raw_parts(grad.data_ptr() as *const f32, grad.numel()) };
+    cpu::token_grad_norm_sq(&cpu::TokenRows::Contiguous(values.into(), d), &ids, options)
+}
+
 /// libtorch's "no padding index".
 fn padding(options: &EmbeddingOptions) -> i64 {
     options.padding_idx.map_or(-1, |p| p as i64)
@@ -39,6 +60,14 @@ impl<E: TchElement> EmbeddingBackend for LibTorch<E> {
         if options.max_norm.is_some() {
             return reference::forward::<Self>(weight, indices, options);
         }
+        let w = &weight.tensor;
+        if w.device() == tch::Device::Cpu && w.kind() == tch::Kind::Float && w.is_contiguous() {
+            // SAFETY: a contiguous CPU tensor of `numel` f32 values, alive for the call; the
+            // slice only names the table's pages to the kernel, nothing is read through it.
+            let table =
+                unsafe { std::slice::from_raw_parts(w.data_ptr() as *const f32, w.numel()) };
+            super::huge_pages::note_table(table);
+        }
         // [V, D], [..] -> [.., D]; libtorch's index_select, no autograd (burn-tch tensors are
         // plain tensors, and our Autodiff op records the backward).
         TchTensor::new(tch::Tensor::embedding(
@@ -48,6 +77,34 @@ impl<E: TchElement> EmbeddingBackend for LibTorch<E> {
             false,
             false,
         ))
+    }
+
+    /// The lookup's output gradient and ids wait as they are (libtorch's own uncoalesced
+    /// sparse gradient): burn-tch writes a tensor in place only when nothing else holds its
+    /// storage, and the waiting clones do.
+    fn embedding_defers_grad_sum() -> bool {
+        true
+    }
+
+    fn embedding_token_grad_norm_sq(
+        grad: &FloatTensor<Self>,
+        indices: &IntTensor<Self>,
+        num_embeddings: usize,
+        options: &EmbeddingOptions,
+    ) -> f64 {
+        host_token_grad_norm_sq(&grad.tensor, &indices.tensor, options).unwrap_or_else(|| {
+            reference::token_grad_norm_sq::<Self>(grad, indices, num_embeddings, options)
+        })
+    }
+
+    fn embedding_index_range(indices: &IntTensor<Self>) -> (i64, i64) {
+        // One libtorch reduction to both bounds and one read of the two numbers.
+        let (min, max) = indices.tensor.aminmax(None, false);
+        let bounds = tch::Tensor::stack(&[min, max], 0).to_kind(tch::Kind::Int64);
+        match Vec::<i64>::try_from(bounds.to_device(tch::Device::Cpu)) {
+            Ok(bounds) => (bounds[0], bounds[1]),
+            Err(_) => reference::index_range::<Self>(indices),
+        }
     }
 
     fn embedding_renorm(
