@@ -20,7 +20,12 @@ pub struct Env {
 
 impl Env {
     pub fn new() -> Self {
-        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        // `cargo xtask` (`cargo run -p xtask`) names the manifest at run time: clones that
+        // share the cached target dir share one xtask binary, whose compile-time path may be
+        // another clone's.
+        let manifest = std::env::var_os("CARGO_MANIFEST_DIR")
+            .map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from);
+        let root = manifest
             .parent()
             .expect("xtask lives in the workspace")
             .to_path_buf();

@@ -3,6 +3,8 @@
 
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
 
@@ -142,11 +144,14 @@ impl TokenRows<'_> {
 /// The squared L2 norm of the row-sparse gradient that the token rows `rows` of the lookup of
 /// `ids` sum to, without storing the sums (see
 /// [`EmbeddingBackend::embedding_token_grad_norm_sq`](super::EmbeddingBackend::embedding_token_grad_norm_sq)).
-/// `None` for a batch too large for [`IdChains`].
+/// `None` for a batch too large for [`IdChains`]. `on_pool`: the long sum is split over the
+/// rayon pool; not where another runtime's threads spin on the same cores (libtorch's OpenMP
+/// workers after its own ops), which the pool's threads would wait behind.
 pub fn token_grad_norm_sq(
     rows: &TokenRows<'_>,
     ids: &[i64],
     options: &EmbeddingOptions,
+    on_pool: bool,
 ) -> Option<f64> {
     let by_freq = options.scale_grad_by_freq;
     let mut scratch = vec![0.0f32; rows.dim()];
@@ -162,7 +167,8 @@ pub fn token_grad_norm_sq(
     // time; the ids are chained meanwhile), then each repeated id's tokens replaced by their
     // sum.
     let (all, chains) = match rows {
-        TokenRows::Contiguous(values, _) => sum_of_squares_beside(values, chain_ids),
+        TokenRows::Contiguous(values, _) if on_pool => sum_of_squares_beside(values, chain_ids),
+        TokenRows::Contiguous(values, _) => (sum_of_squares_serial(values), chain_ids()),
         TokenRows::Broadcast(row) => (ids.len() as f64 * sum_of_squares(row), chain_ids()),
     };
     let chains = chains?;
@@ -259,25 +265,49 @@ pub fn for_each_part_beside<T: Send, R>(
     work: impl Fn(T) + Sync,
     side: impl FnOnce() -> R,
 ) -> R {
-    let mut parts = parts.into_iter();
+    let mut parts = parts.into_iter().peekable();
     let Some(first) = parts.next() else {
         return side();
     };
-    let work = &work;
+    if parts.peek().is_none() {
+        // One part: no pool at all (nor its start-up, on the first call).
+        let side = side();
+        work(first);
+        return side;
+    }
+    let (work, done) = (&work, &AtomicUsize::new(0));
     rayon::in_place_scope(|scope| {
+        let mut spawned = 0;
         for part in parts {
-            scope.spawn(move |_| work(part));
+            scope.spawn(move |_| {
+                work(part);
+                done.fetch_add(1, Ordering::Release);
+            });
+            spawned += 1;
         }
         let side = side();
         work(first);
+        // The other parts take about as long as this one: wait for them awake, so that the
+        // scope finds them done, instead of sleeping on its latch and being woken again (a
+        // second interrupt on a VM). A part that has not ended by then is waited for asleep.
+        let waiting = Instant::now();
+        while done.load(Ordering::Acquire) < spawned && waiting.elapsed() < SPIN_LIMIT {
+            std::hint::spin_loop();
+        }
         side
     })
 }
 
+/// How long [`for_each_part`]'s caller spins for the other parts before it sleeps.
+const SPIN_LIMIT: Duration = Duration::from_micros(200);
+
 /// How many parts a kernel of `len` values splits into for [`for_each_part`]: one per pool
 /// thread, none of them under [`PARALLEL_MIN_VALUES`] / 2 values.
 pub fn part_count(len: usize) -> usize {
-    (2 * len / PARALLEL_MIN_VALUES).clamp(1, rayon::current_num_threads())
+    match 2 * len / PARALLEL_MIN_VALUES {
+        0 | 1 => 1,
+        parts => parts.min(rayon::current_num_threads()),
+    }
 }
 
 /// `sum(x^2)` of `values`, in f64. Blocks of 1024 values are summed in 32 independent f32
@@ -378,8 +408,11 @@ mod tests {
     /// squares, and NaN or infinite exactly when a value is.
     #[test]
     fn sum_of_squares_is_the_f64_sum() {
-        // The last length takes the parallel parts, with a short last part.
-        for len in [0usize, 1, 31, 32, 33, 1023, 1025, 5000, 2 * SUM_PART + 1029] {
+        // The last length takes the parallel parts, with a short last part: not under Miri,
+        // where rayon's pool (crossbeam-epoch) fails Stacked Borrows; the parts run the
+        // same unsafe code as the other lengths.
+        let parallel = if cfg!(miri) { 0 } else { 2 * SUM_PART + 1029 };
+        for len in [0usize, 1, 31, 32, 33, 1023, 1025, 5000, parallel] {
             let values: Vec<f32> = (0..len)
                 .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.37)
                 .collect();

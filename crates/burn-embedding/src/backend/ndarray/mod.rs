@@ -74,9 +74,9 @@ where
             return reference::token_grad_norm_sq::<Self>(grad, indices, num_embeddings, options);
         };
         let d = *g.shape().last().expect("grad is [.., D]");
-        cpu::token_grad_norm_sq(&token_rows(g.view(), d), &ids, options).unwrap_or_else(|| {
-            reference::token_grad_norm_sq::<Self>(grad, indices, num_embeddings, options)
-        })
+        cpu::token_grad_norm_sq(&token_rows(g.view(), d), &ids, options, true).unwrap_or_else(
+            || reference::token_grad_norm_sq::<Self>(grad, indices, num_embeddings, options),
+        )
     }
 
     fn embedding_grad_dense(

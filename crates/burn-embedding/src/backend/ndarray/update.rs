@@ -11,13 +11,12 @@ use burn::backend::ndarray::{
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Int, Tensor};
-use rayon::prelude::*;
 
 use super::{
     PREFETCH_DISTANCE, contiguous, host_ids, prefetch_row, row_start, take_state, tensor_from,
     token_rows,
 };
-use crate::backend::cpu::{PARALLEL_MIN_VALUES, add_token_row};
+use crate::backend::cpu::{self, PARALLEL_MIN_VALUES, add_token_row};
 use crate::backend::row_state::RowState;
 use crate::backend::rule::{SparseRule, select_add};
 use crate::backend::update::{SparseUpdate, fused_update};
@@ -466,7 +465,8 @@ fn for_each_row<const N: usize>(
         }
         return;
     }
-    let per_task = n.div_ceil(rayon::current_num_threads() * 4);
+    // One task per thread, the caller's first (`for_each_part`): the rows cost alike.
+    let per_task = n.div_ceil(cpu::part_count(n * d));
     let bounds: Vec<(usize, usize)> = (0..n)
         .step_by(per_task)
         .map(|k0| (k0, (k0 + per_task).min(n)))
@@ -488,33 +488,30 @@ fn for_each_row<const N: usize>(
         Some(delta) => delta.chunks_mut(per_task * d).map(Some).collect(),
         None => bounds.iter().map(|_| None).collect(),
     };
-    chunks
-        .into_par_iter()
-        .zip(pieces)
-        .zip(&bounds)
-        .for_each(|((mut chunk, pieces), &(k0, k1))| {
-            let mut scratch = Vec::new();
-            let mut pieces: [&mut [f32]; N] = pieces.try_into().expect("one piece per buffer");
-            let lo = ids[k0] as usize;
-            for (k, &id) in ids.iter().enumerate().take(k1).skip(k0) {
-                // The rows of a table are far apart (a cache and a TLB miss each): asking for
-                // the rows ahead overlaps those misses, as the gather does.
-                if let Some(&ahead) = ids[..k1].get(k + PREFETCH_DISTANCE) {
-                    let row = ahead - lo as i64;
-                    for (piece, &width) in pieces.iter().zip(&widths).filter(|(_, w)| **w > 0) {
-                        prefetch_row(piece, row, width, piece.len() / width);
-                    }
+    let tasks = chunks.into_iter().zip(pieces).zip(&bounds);
+    cpu::for_each_part(tasks, |((mut chunk, pieces), &(k0, k1))| {
+        let mut scratch = Vec::new();
+        let mut pieces: [&mut [f32]; N] = pieces.try_into().expect("one piece per buffer");
+        let lo = ids[k0] as usize;
+        for (k, &id) in ids.iter().enumerate().take(k1).skip(k0) {
+            // The rows of a table are far apart (a cache and a TLB miss each): asking for
+            // the rows ahead overlaps those misses, as the gather does.
+            if let Some(&ahead) = ids[..k1].get(k + PREFETCH_DISTANCE) {
+                let row = ahead - lo as i64;
+                for (piece, &width) in pieces.iter().zip(&widths).filter(|(_, w)| **w > 0) {
+                    prefetch_row(piece, row, width, piece.len() / width);
                 }
-                let row = id as usize - lo;
-                let mut at = 0;
-                let rows = pieces.each_mut().map(|piece| {
-                    let width = widths[at];
-                    at += 1;
-                    &mut piece[row * width..][..width]
-                });
-                f(k, grad_row(&mut chunk, &mut scratch, k - k0, d), rows);
             }
-        });
+            let row = id as usize - lo;
+            let mut at = 0;
+            let rows = pieces.each_mut().map(|piece| {
+                let width = widths[at];
+                at += 1;
+                &mut piece[row * width..][..width]
+            });
+            f(k, grad_row(&mut chunk, &mut scratch, k - k0, d), rows);
+        }
+    });
 }
 
 /// Row `k` of `delta`, or the scratch row (allocated at the first call) when there is none.

@@ -25,25 +25,44 @@ fn host_values<T: tch::kind::Element + Copy>(tensor: &tch::Tensor) -> Option<Vec
     Vec::<T>::try_from(tensor.flatten(0, -1)).ok()
 }
 
-/// [`cpu::token_grad_norm_sq`] on a CPU f32 gradient `[.., D]`, read where it lies, and its
-/// ids; `None` elsewhere (another device or element type).
+/// The values of a contiguous CPU tensor of element `T`, borrowed where they lie; `None` for
+/// another device, element type or layout.
+fn host_slice<T: tch::kind::Element>(tensor: &tch::Tensor) -> Option<&[T]> {
+    if tensor.device() != tch::Device::Cpu || tensor.kind() != T::KIND || !tensor.is_contiguous() {
+        return None;
+    }
+    let len = tensor.numel();
+    if len == 0 {
+        return Some(&[]);
+    }
+    // SAFETY: a contiguous CPU tensor of `len` values of kind `T::KIND`, whose Rust type is
+    // `T`; the slice borrows `tensor`, which keeps the storage alive, and burn-tch writes a
+    // tensor in place only through its sole owner, which cannot act while it is borrowed.
+    Some(unsafe { std::slice::from_raw_parts(tensor.data_ptr() as *const T, len) })
+}
+
+/// [`cpu::token_grad_norm_sq`] on a CPU f32 gradient `[.., D]` and its ids, read where they
+/// lie; `None` elsewhere (another device or element type).
 fn host_token_grad_norm_sq(
     grad: &tch::Tensor,
     indices: &tch::Tensor,
     options: &EmbeddingOptions,
 ) -> Option<f64> {
-    if grad.device() != tch::Device::Cpu || grad.kind() != tch::Kind::Float || grad.numel() == 0 {
-        return None;
-    }
     let d = usize::try_from(*grad.size().last()?).ok()?;
-    let ids = host_values::<i64>(indices)?;
     // A shallow clone when the gradient is contiguous already (a seeded or computed one).
     let grad = grad.contiguous();
-    // SAFETY: `grad` is a contiguous CPU tensor of `numel` f32 values, alive (and not written:
-    // the slice is read before `grad` is dropped, and burn-tch writes only tensors it holds
-    // alone) for the slice's lifetime.
-    let values = unsafe { std::slice::from_raw_parts(grad.data_ptr() as *const f32, grad.numel()) };
-    cpu::token_grad_norm_sq(&cpu::TokenRows::Contiguous(values.into(), d), &ids, options)
+    let values = host_slice::<f32>(&grad).filter(|v| !v.is_empty())?;
+    let ids = match host_slice::<i64>(indices) {
+        Some(ids) => std::borrow::Cow::Borrowed(ids),
+        None => std::borrow::Cow::Owned(host_values::<i64>(indices)?),
+    };
+    // On the caller's thread alone: libtorch's workers still spin from the lookup.
+    cpu::token_grad_norm_sq(
+        &cpu::TokenRows::Contiguous(values.into(), d),
+        &ids,
+        options,
+        false,
+    )
 }
 
 /// libtorch's "no padding index".
@@ -60,12 +79,7 @@ impl<E: TchElement> EmbeddingBackend for LibTorch<E> {
         if options.max_norm.is_some() {
             return reference::forward::<Self>(weight, indices, options);
         }
-        let w = &weight.tensor;
-        if w.device() == tch::Device::Cpu && w.kind() == tch::Kind::Float && w.is_contiguous() {
-            // SAFETY: a contiguous CPU tensor of `numel` f32 values, alive for the call; the
-            // slice only names the table's pages to the kernel, nothing is read through it.
-            let table =
-                unsafe { std::slice::from_raw_parts(w.data_ptr() as *const f32, w.numel()) };
+        if let Some(table) = host_slice::<f32>(&weight.tensor) {
             super::huge_pages::note_table(table);
         }
         // [V, D], [..] -> [.., D]; libtorch's index_select, no autograd (burn-tch tensors are
@@ -98,7 +112,13 @@ impl<E: TchElement> EmbeddingBackend for LibTorch<E> {
     }
 
     fn embedding_index_range(indices: &IntTensor<Self>) -> (i64, i64) {
-        // One libtorch reduction to both bounds and one read of the two numbers.
+        // On the CPU, one pass over the ids where they lie (libtorch's calls cost microseconds
+        // each); elsewhere one reduction to both bounds and one read of the two numbers.
+        if let Some(ids) = host_slice::<i64>(&indices.tensor) {
+            return ids
+                .iter()
+                .fold((i64::MAX, i64::MIN), |(lo, hi), &i| (lo.min(i), hi.max(i)));
+        }
         let (min, max) = indices.tensor.aminmax(None, false);
         let bounds = tch::Tensor::stack(&[min, max], 0).to_kind(tch::Kind::Int64);
         match Vec::<i64>::try_from(bounds.to_device(tch::Device::Cpu)) {
