@@ -290,8 +290,11 @@ pub fn for_each_part_beside<T: Send, R>(
         // The other parts take about as long as this one: wait for them awake, so that the
         // scope finds them done, instead of sleeping on its latch and being woken again (a
         // second interrupt on a VM). A part that has not ended by then is waited for asleep.
+        // A pool thread (a caller inside `par_iter`) does not spin: the scope's end runs or
+        // steals the parts still queued, which may be its own.
         let waiting = Instant::now();
-        while done.load(Ordering::Acquire) < spawned && waiting.elapsed() < SPIN_LIMIT {
+        let spin = rayon::current_thread_index().is_none();
+        while spin && done.load(Ordering::Acquire) < spawned && waiting.elapsed() < SPIN_LIMIT {
             std::hint::spin_loop();
         }
         side
