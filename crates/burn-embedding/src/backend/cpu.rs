@@ -1,5 +1,6 @@
 //! Kernels on host slices shared by the CPU backends (NdArray's storage, libtorch's CPU tensors):
-//! the row-sparse accumulation of the lookup and bag backwards, and output buffers.
+//! the index bounds, the row-sparse accumulation of the lookup and bag backwards, the norm of a
+//! lookup's summed rows, and the split of a kernel's work over threads.
 
 use std::borrow::Cow;
 use std::mem::MaybeUninit;
@@ -17,6 +18,13 @@ use crate::{BagMode, EmbeddingOptions};
 
 /// Below this many output values one thread copies faster than a rayon fan-out.
 pub const PARALLEL_MIN_VALUES: usize = 1 << 16;
+
+/// The smallest and largest of `ids` (`(i64::MAX, i64::MIN)` for none): what the index check
+/// compares with `0..V`, in one pass over the host ids.
+pub fn index_range(ids: impl IntoIterator<Item = i64>) -> (i64, i64) {
+    ids.into_iter()
+        .fold((i64::MAX, i64::MIN), |(lo, hi), i| (lo.min(i), hi.max(i)))
+}
 
 /// The row-sparse weight gradient of a sum or mean bag: `(unique ids, [U, d] rows)` from the
 /// output gradient `grad` `[num_bags, d]` and the host ids of the batch's tokens, or `None` when no row is touched. Each token adds its

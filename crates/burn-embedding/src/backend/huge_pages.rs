@@ -26,18 +26,25 @@ pub fn output_buffer(len: usize) -> Vec<f32> {
 pub fn advise(start: *const u8, bytes: usize) {
     #[cfg(target_os = "linux")]
     if bytes >= HUGE_PAGE_MIN_BYTES {
-        const HUGE_PAGE: usize = 2 << 20;
-        let first = (start as usize).next_multiple_of(HUGE_PAGE);
-        let end = (start as usize + bytes) / HUGE_PAGE * HUGE_PAGE;
-        if end > first {
-            // SAFETY: the range lies inside the caller's allocation; MADV_HUGEPAGE changes how
-            // its pages are backed, never their contents. A kernel without THP returns an
-            // error, which leaves the memory as it was.
-            unsafe { libc::madvise(first as *mut libc::c_void, end - first, libc::MADV_HUGEPAGE) };
-        }
+        madvise_huge_pages(start, bytes, libc::MADV_HUGEPAGE);
     }
     #[cfg(not(target_os = "linux"))]
     let _ = (start, bytes);
+}
+
+/// `madvise(advice)` on the whole 2 MiB pages inside `bytes` bytes from `start`.
+#[cfg(target_os = "linux")]
+fn madvise_huge_pages(start: *const u8, bytes: usize, advice: libc::c_int) {
+    const HUGE_PAGE: usize = 2 << 20;
+    let first = (start as usize).next_multiple_of(HUGE_PAGE);
+    let end = (start as usize + bytes) / HUGE_PAGE * HUGE_PAGE;
+    if end > first {
+        // SAFETY: the range lies inside the caller's allocation. MADV_HUGEPAGE and
+        // MADV_COLLAPSE change how its pages are backed, never their contents (a collapse
+        // copies them under the kernel's own locks, safe beside concurrent reads and writes);
+        // a kernel that cannot returns an error and leaves the memory as it was.
+        unsafe { libc::madvise(first as *mut libc::c_void, end - first, advice) };
+    }
 }
 
 /// Tables smaller than this sit within the TLB's reach with 4 KiB pages.
@@ -90,18 +97,7 @@ const MADV_COLLAPSE: libc::c_int = 25;
 
 fn collapse(start: *const u8, bytes: usize) {
     #[cfg(target_os = "linux")]
-    {
-        const HUGE_PAGE: usize = 2 << 20;
-        let first = (start as usize).next_multiple_of(HUGE_PAGE);
-        let end = (start as usize + bytes) / HUGE_PAGE * HUGE_PAGE;
-        if end > first {
-            // SAFETY: the range lies inside the table's allocation; MADV_COLLAPSE changes how
-            // its pages are backed, never their contents (the kernel copies them under its
-            // own locks, safe beside concurrent reads and writes). An error leaves the memory
-            // as it was.
-            unsafe { libc::madvise(first as *mut libc::c_void, end - first, MADV_COLLAPSE) };
-        }
-    }
+    madvise_huge_pages(start, bytes, MADV_COLLAPSE);
     #[cfg(not(target_os = "linux"))]
     let _ = (start, bytes);
 }

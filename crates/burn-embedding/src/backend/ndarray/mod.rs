@@ -49,17 +49,11 @@ where
     }
 
     fn embedding_index_range(indices: &IntTensor<Self>) -> (i64, i64) {
-        fn range<T: Copy + Into<i64>>(view: ArrayView<'_, T, IxDyn>) -> (i64, i64) {
-            view.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &i| {
-                let i = i.into();
-                (lo.min(i), hi.max(i))
-            })
-        }
         // One pass over the storage: the tensor ops' min, max, cat and read-back cost half
         // of a 4096-id lookup.
         match indices {
-            NdArrayTensor::I64(s) => range(s.view()),
-            NdArrayTensor::I32(s) => range(s.view()),
+            NdArrayTensor::I64(s) => cpu::index_range(s.view().iter().copied()),
+            NdArrayTensor::I32(s) => cpu::index_range(s.view().iter().map(|&i| i64::from(i))),
             _ => reference::index_range::<Self>(indices),
         }
     }

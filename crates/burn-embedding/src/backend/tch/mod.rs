@@ -115,9 +115,7 @@ impl<E: TchElement> EmbeddingBackend for LibTorch<E> {
         // On the CPU, one pass over the ids where they lie (libtorch's calls cost microseconds
         // each); elsewhere one reduction to both bounds and one read of the two numbers.
         if let Some(ids) = host_slice::<i64>(&indices.tensor) {
-            return ids
-                .iter()
-                .fold((i64::MAX, i64::MIN), |(lo, hi), &i| (lo.min(i), hi.max(i)));
+            return cpu::index_range(ids.iter().copied());
         }
         let (min, max) = indices.tensor.aminmax(None, false);
         let bounds = tch::Tensor::stack(&[min, max], 0).to_kind(tch::Kind::Int64);
