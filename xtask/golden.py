@@ -3,6 +3,7 @@
 
 usage: golden.py OUT_DIR   (run by `cargo xtask golden` with the torch 2.9.0 venv's python)
 Writes OUT_DIR/embedding/*.json and OUT_DIR/optimizer/*.json, computed on the CPU in float32
+(and OUT_DIR/half/*.json in float16 and bfloat16)
 by torch.nn.functional.embedding and nn.Embedding(sparse=True) with torch.optim, exactly as
 tests/golden/README.md describes.
 """
@@ -219,6 +220,119 @@ def optimizer_cases():
                          steps, max_norm=1.0, seed=13)
 
 
+HALF = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def few_bits(x, dtype):
+    """Values of few significant bits, so that any sum of a batch's rows is exact in `dtype`
+    (f16 holds integers exactly up to 2048, bf16 up to 256): the expected gradient then does
+    not depend on the order in which a backend sums a row's tokens."""
+    step = 8.0 if dtype == torch.float16 else 4.0
+    return ((x * step).round() / step).clamp(-4.0, 4.0)
+
+
+def half_embedding_case(name, dtype, V, D, indices, padding_idx=None, max_norm=None,
+                        norm_type=2.0, sparse=False, seed=0):
+    """F.embedding on a `dtype` table: the forward, the in-place renorm and the gradient,
+    all computed by PyTorch in `dtype`."""
+    dt = HALF[dtype]
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.randn(V, D, generator=g).to(dt)
+    pad = None if padding_idx is None else (padding_idx + V if padding_idx < 0 else padding_idx)
+    if pad is not None:
+        weight[pad] = 0.0
+    indices = torch.tensor(indices, dtype=torch.long)
+    grad_output = few_bits(torch.randn(*indices.shape, D, generator=g), dt).to(dt)
+    w_work = weight.clone().requires_grad_(True)
+    out = F.embedding(indices, w_work, padding_idx=padding_idx, max_norm=max_norm,
+                      norm_type=norm_type, sparse=False)
+    (out * grad_output).sum().backward()
+    expected = {
+        "output": t(out.detach().float()),
+        "weight_after_forward": t(w_work.detach().float()),
+        "weight_grad": t(w_work.grad.float()),
+    }
+    if sparse:
+        ids = torch.unique(indices.reshape(-1))
+        if pad is not None:
+            ids = ids[ids != pad]
+        expected["weight_grad_rows"] = {"ids": t(ids), "values": t(w_work.grad[ids].float())}
+    return {
+        "format": "embedding-golden/1", "kind": "embedding", "name": name, "dtype": dtype,
+        "source": f"torch {torch.__version__} F.embedding, CPU {dtype} (xtask/golden.py)",
+        "config": {"num_embeddings": V, "embedding_dim": D, "padding_idx": padding_idx,
+                   "max_norm": max_norm, "norm_type": norm_type,
+                   "scale_grad_by_freq": False, "sparse": sparse},
+        "weight": t(weight.float()), "indices": t(indices), "grad_output": t(grad_output.float()),
+        "expected": expected,
+    }
+
+
+def half_optimizer_case(name, dtype, V, D, optimizer, steps, padding_idx=None, seed=0):
+    """A `dtype` table trained by a sparse rule that computes in float32, FBGEMM's way: each
+    step reads the stored `dtype` rows as float32, updates them with float32 state, and writes
+    them back rounded to the nearest `dtype` value. PyTorch's optimizer runs on a float32 copy
+    of the table, refreshed from the `dtype` table before each step; the gradient is PyTorch's
+    sparse gradient of the `dtype` lookup."""
+    dt = HALF[dtype]
+    g = torch.Generator().manual_seed(seed)
+    weight = torch.randn(V, D, generator=g).to(dt)
+    if padding_idx is not None:
+        weight[padding_idx] = 0.0
+    initial = weight.clone()
+    master = torch.nn.Parameter(weight.float())
+    params = {k: v for k, v in optimizer.items() if k != "name"}
+    opt = {"sgd": torch.optim.SGD, "adagrad": torch.optim.Adagrad,
+           "sparse_adam": torch.optim.SparseAdam,
+           "rowwise_adagrad": RowwiseAdagrad}[optimizer["name"]]([master], **params)
+    out_steps = []
+    for indices in steps:
+        indices = torch.tensor(indices)
+        grad_output = few_bits(torch.randn(*indices.shape, D, generator=g), dt).to(dt)
+        w = weight.clone().requires_grad_(True)
+        out = F.embedding(indices, w, padding_idx=padding_idx, sparse=True)
+        (out * grad_output).sum().backward()
+        with torch.no_grad():
+            master.copy_(weight.float())
+        master.grad = w.grad.coalesce().float()
+        opt.step()
+        weight = master.detach().to(dt)
+        out_steps.append({"indices": t(indices), "grad_output": t(grad_output.float()),
+                          "weight_after": t(weight.float())})
+    return {
+        "format": "embedding-golden/1", "kind": "optimizer", "name": name, "dtype": dtype,
+        "source": f"torch {torch.__version__} F.embedding(sparse=True) in {dtype}, optim on a "
+                  "float32 copy, rounded to nearest (xtask/golden.py)",
+        "config": {"num_embeddings": V, "embedding_dim": D, "padding_idx": padding_idx,
+                   "max_norm": None, "norm_type": 2.0, "scale_grad_by_freq": False,
+                   "sparse": True},
+        "optimizer": optimizer, "weight": t(initial.float()), "steps": out_steps,
+    }
+
+
+def half_cases():
+    steps = [[1, 4, 4, 9], [4, 2, 2, 2, 17], [0, 9, 11, 4]]
+    for dtype in HALF:
+        short = "f16" if dtype == "float16" else "bf16"
+        yield half_embedding_case(f"own_{short}_plain_2d", dtype, 10, 4, [[1, 2, 4, 5], [4, 3, 2, 9]],
+                                  seed=31)
+        yield half_embedding_case(f"own_{short}_sparse_padding", dtype, 12, 5,
+                                  [[1, 2, 2, 7], [7, 0, 2, 11]], padding_idx=2, sparse=True,
+                                  seed=32)
+        yield half_embedding_case(f"own_{short}_max_norm", dtype, 10, 4, [[1, 3, 3], [7, 3, 1]],
+                                  max_norm=1.0, seed=33)
+        yield half_optimizer_case(f"own_{short}_sgd", dtype, 20, 4, {"name": "sgd", "lr": 0.3},
+                                  steps, seed=34)
+        yield half_optimizer_case(f"own_{short}_adagrad", dtype, 20, 4,
+                                  {"name": "adagrad", "lr": 0.2, "initial_accumulator_value": 0.1},
+                                  steps, padding_idx=2, seed=35)
+        yield half_optimizer_case(f"own_{short}_rowwise_adagrad", dtype, 20, 4,
+                                  {"name": "rowwise_adagrad", "lr": 0.2, "weight_decay": 0.1},
+                                  steps, seed=36)
+        yield half_optimizer_case(f"own_{short}_sparse_adam", dtype, 20, 4,
+                                  {"name": "sparse_adam", "lr": 0.05}, steps, seed=37)
+
+
 def bag_case(name, V, D, indices, offsets=None, mode="mean", padding_idx=None, max_norm=None,
              scale_grad_by_freq=False, sparse=False, include_last_offset=False, psw=None, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -397,6 +511,7 @@ def main():
     write(out_dir, "embedding", cases())
     write(out_dir, "optimizer", optimizer_cases())
     write(out_dir, "bag", bag_cases())
+    write(out_dir, "half", half_cases())
     write(out_dir, "vectors", vectors_cases(out_dir))
     write(out_dir, "checkpoint", checkpoint_cases(out_dir))
 

@@ -40,7 +40,10 @@ pub fn options_of(config: &Value) -> Result<EmbeddingOptions, EmbeddingError> {
 
 fn weight<B: EmbeddingBackend>(case: &Case, device: &B::Device) -> Tensor<B, 2> {
     let w = case.tensor("weight");
-    Tensor::from_data(TensorData::new(w.floats(), w.shape.clone()), device)
+    Tensor::from_data(
+        TensorData::new(w.floats(), w.shape.clone()),
+        (device, case.dtype::<B>()),
+    )
 }
 
 /// The lookup of a case's indices (any rank 1..=4), flattened to `[N, D]`.
@@ -72,7 +75,7 @@ fn lookup<B: EmbeddingBackend>(
     })
 }
 
-fn check_forward<B: EmbeddingBackend>(
+pub fn check_forward<B: EmbeddingBackend>(
     case: &Case,
     device: &B::Device,
     tol: Tol,
@@ -104,7 +107,7 @@ fn check_forward<B: EmbeddingBackend>(
     )
 }
 
-fn check_backward<B: EmbeddingBackend + SparseUpdate, C: CheckpointStrategy>(
+pub fn check_backward<B: EmbeddingBackend + SparseUpdate, C: CheckpointStrategy>(
     case: &Case,
     device: &B::Device,
     tol: Tol,
@@ -119,7 +122,7 @@ fn check_backward<B: EmbeddingBackend + SparseUpdate, C: CheckpointStrategy>(
     let g = case.tensor("grad_output");
     let grad_output = Tensor::<Ad<B, C>, 2>::from_data(
         TensorData::new(g.floats(), [out.dims()[0], out.dims()[1]]),
-        device,
+        (device, case.dtype::<B>()),
     );
     let mut grads = (out * grad_output).sum().backward();
     let expected_dense = case.expected("weight_grad").expect("weight_grad");

@@ -42,6 +42,11 @@ impl GoldenTensor {
     }
 }
 
+/// The float type of backend `B`'s tensors.
+pub fn float_dtype<B: burn::tensor::backend::Backend>() -> burn::tensor::DType {
+    <B::FloatElem as burn::tensor::Element>::dtype()
+}
+
 /// A JSON number, or one of the `Infinity` / `NaN` tokens written as strings by [`parse`].
 pub fn number(value: &Value) -> f64 {
     match value {
@@ -109,6 +114,20 @@ impl Case {
     /// The case's kind.
     pub fn kind(&self) -> &str {
         self.json["kind"].as_str().unwrap_or("")
+    }
+
+    /// The float type every float tensor of the case is created in: its `dtype` field
+    /// (`float16`, `bfloat16`), or else `B`'s float type. Never the device's default: burn 0.21
+    /// keeps one default per device for the whole process, set by the first backend that uses
+    /// the device (a `LibTorch<bf16>` after a `LibTorch<f32>` on the same CPU creates f32).
+    pub fn dtype<B: burn::tensor::backend::Backend>(&self) -> burn::tensor::DType {
+        use burn::tensor::DType;
+        match self.json["dtype"].as_str() {
+            Some("float16") => DType::F16,
+            Some("bfloat16") => DType::BF16,
+            Some(other) => panic!("{}: dtype {other:?} is not known", self.name()),
+            None => float_dtype::<B>(),
+        }
     }
 
     /// A tensor field at the top level or under `expected`.

@@ -10,6 +10,7 @@ pub mod embedding_cases;
 pub mod fused;
 pub mod golden;
 pub mod gradient_ops;
+pub mod half_cases;
 pub mod optimizer_cases;
 pub mod patterns;
 pub mod property;

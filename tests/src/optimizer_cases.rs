@@ -31,8 +31,11 @@ where
 {
     let options = options_of(&case.json["config"]).map_err(|e| e.to_string())?;
     let w = case.tensor("weight");
-    let weight =
-        Tensor::<Ad<B>, 2>::from_data(TensorData::new(w.floats(), w.shape.clone()), device);
+    let dtype = case.dtype::<B>();
+    let weight = Tensor::<Ad<B>, 2>::from_data(
+        TensorData::new(w.floats(), w.shape.clone()),
+        (device, dtype),
+    );
     let mut emb = Embedding::from_pretrained(weight, false, options).map_err(|e| e.to_string())?;
     let steps = case.json["steps"].as_array().ok_or("no steps")?;
     for (k, step) in steps.iter().enumerate() {
@@ -43,7 +46,7 @@ where
         let out: Tensor<Ad<B>, 2> = emb.forward(indices);
         let grad_output = Tensor::from_data(
             TensorData::new(g.floats(), [n, emb.embedding_dim()]),
-            device,
+            (device, dtype),
         );
         let grads = (out * grad_output).sum().backward();
         let grads = GradientsParams::from_grads(grads, &emb);
@@ -59,7 +62,7 @@ where
     Ok(())
 }
 
-fn run_case<B: EmbeddingBackend + SparseUpdate>(
+pub fn run_case<B: EmbeddingBackend + SparseUpdate>(
     case: &Case,
     device: &B::Device,
     tol: Tol,

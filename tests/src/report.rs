@@ -47,12 +47,14 @@ pub fn compare(
     for (i, (&a, &b)) in actual.iter().zip(&expected.data).enumerate() {
         let err = (a - b).abs();
         let ok = err <= tol.atol + tol.rtol * b.abs() || (a.is_nan() && b.is_nan());
-        if !ok {
-            failed = true;
-        }
-        if err > worst.0 || err.is_nan() {
+        // The largest error among the values out of tolerance (of all values while none is).
+        if !ok && !failed {
             worst = (err, i);
         }
+        if (err > worst.0 || err.is_nan()) && (!ok || !failed) {
+            worst = (err, i);
+        }
+        failed |= !ok;
     }
     if failed {
         let i = worst.1;

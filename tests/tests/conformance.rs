@@ -211,3 +211,87 @@ mod tch {
         crate::learner_backends::matches_ndarray::<Backend>("tch", &LibTorchDevice::Cpu);
     }
 }
+
+/// Tables stored in a half-precision type `$dtype`: `$label` names the run, `$backend` is the
+/// backend (whose float type is `$dtype`, or another, the table cast to `$dtype`), `$device` its
+/// device.
+#[cfg(any(feature = "tch", feature = "wgpu"))]
+macro_rules! half_suite {
+    ($label:literal, $backend:ty, $device:expr, $dtype:expr) => {
+        use burn::tensor::DType;
+        use burn_embedding_conformance::half_cases;
+
+        #[test]
+        fn golden_half() {
+            half_cases::run::<$backend>($label, &$device, $dtype);
+        }
+
+        /// Sums and scalings of a sparse half table's gradient arrive exactly.
+        #[test]
+        fn exact_transport() {
+            half_cases::exact_transport::<$backend>(&$device, $dtype);
+        }
+
+        #[test]
+        fn stochastic_rounding() {
+            half_cases::stochastic_rounding::<$backend>(&$device, $dtype);
+        }
+
+        #[test]
+        fn dense_equals_sparse() {
+            half_cases::dense_equals_sparse::<$backend>(&$device, $dtype);
+        }
+    };
+}
+
+#[cfg(feature = "tch")]
+mod tch_bf16 {
+    half_suite!(
+        "tch-bf16",
+        burn::backend::LibTorch<burn::tensor::bf16>,
+        burn::backend::libtorch::LibTorchDevice::Cpu,
+        DType::BF16
+    );
+}
+
+#[cfg(feature = "tch")]
+mod tch_f16 {
+    half_suite!(
+        "tch-f16",
+        burn::backend::LibTorch<burn::tensor::f16>,
+        burn::backend::libtorch::LibTorchDevice::Cpu,
+        DType::F16
+    );
+}
+
+/// A bf16 table on `LibTorch<f32>` (`Tensor::cast`).
+#[cfg(feature = "tch")]
+mod tch_f32_bf16_table {
+    half_suite!(
+        "tch-f32-bf16-table",
+        burn::backend::LibTorch<f32>,
+        burn::backend::libtorch::LibTorchDevice::Cpu,
+        DType::BF16
+    );
+}
+
+#[cfg(feature = "wgpu")]
+mod wgpu_f16 {
+    half_suite!(
+        "wgpu-f16",
+        burn::backend::Wgpu<burn::tensor::f16, i32>,
+        Default::default(),
+        DType::F16
+    );
+}
+
+/// An f16 table on `Wgpu<f32>`: the kernels, typed f32, leave it to the generic path.
+#[cfg(feature = "wgpu")]
+mod wgpu_f32_f16_table {
+    half_suite!(
+        "wgpu-f32-f16-table",
+        burn::backend::Wgpu,
+        Default::default(),
+        DType::F16
+    );
+}

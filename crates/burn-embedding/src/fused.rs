@@ -21,7 +21,7 @@ use burn::tensor::{Int, Tensor};
 
 use crate::backend::RowSink;
 use crate::functional::check_indices;
-use crate::optim::{RowState, SparseRule, SparseUpdate};
+use crate::optim::{Rounding, RowState, SparseRule, SparseUpdate};
 use crate::rank::{IndexRank, LookupRank};
 use crate::sparse::probe::{CONTAINER, FIELD as PROBE};
 use crate::util::{flatten_int, float, primitive};
@@ -184,6 +184,17 @@ impl<B: Backend> FusedEmbedding<B> {
     /// Sets the learning rate of the next updates (of every clone: they share the table).
     pub fn set_learning_rate(&self, learning_rate: f64) {
         self.table.lock().learning_rate = learning_rate;
+    }
+
+    /// How the updates write the rows of a table stored in f16 or bf16 (see [`Rounding`]).
+    pub fn rounding(&self) -> Rounding {
+        self.table.lock().state.rounding
+    }
+
+    /// Sets the rounding of the next updates of a half-precision table (of every clone: they
+    /// share the table); to nearest by default. A table in f32 ignores it.
+    pub fn set_rounding(&self, rounding: Rounding) {
+        self.table.lock().state.rounding = rounding;
     }
 
     /// The table `[V, D]` now (a snapshot: later updates do not change it).
@@ -378,10 +389,12 @@ impl<B: Backend> Module<B> for FusedEmbedding<B> {
         {
             let mut slot = self.table.lock();
             slot.weight = Some(weight);
+            let rounding = slot.state.rounding;
             slot.state = RowState {
                 step,
                 first,
                 second,
+                rounding,
             };
             slot.learning_rate = learning_rate;
         }
@@ -450,6 +463,7 @@ impl<B: Backend> FusedEmbedding<B> {
             step: slot.state.step,
             first: slot.state.first.clone().map(&convert),
             second: slot.state.second.clone().map(&convert),
+            rounding: slot.state.rounding,
         };
         let table = Table {
             rule: self.table.rule,

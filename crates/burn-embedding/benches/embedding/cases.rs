@@ -12,7 +12,7 @@ use std::time::Instant;
 use burn::backend::{Autodiff, NdArray};
 use burn::module::Param;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer, SgdConfig};
-use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Distribution, Element, Int, Tensor, TensorData};
 use burn_embedding::optim::SparseUpdate;
 use burn_embedding::optim::{LazyAdamConfig, RowwiseAdagradConfig, SparseSgdConfig};
 use burn_embedding::{
@@ -162,8 +162,9 @@ pub fn ndarray(w: &Workload, emit: &mut impl FnMut(Record)) {
     burn_nn(w, emit);
 }
 
-/// Ours on LibTorch: the lookup, its backwards, the sparse steps and the bags (the dense steps
-/// are libtorch's own elementwise ops over all V x D values, minutes per run at V = 1M).
+/// Ours on LibTorch, with f32 and with bf16 tables: the lookup, its backwards, the sparse steps
+/// and the bags (the dense steps are libtorch's own elementwise ops over all V x D values,
+/// minutes per run at V = 1M).
 #[cfg(feature = "tch")]
 pub fn libtorch(w: &Workload, emit: &mut impl FnMut(Record)) {
     let extras = Extras {
@@ -172,6 +173,8 @@ pub fn libtorch(w: &Workload, emit: &mut impl FnMut(Record)) {
         nondeterministic: false,
     };
     ours::<burn::backend::LibTorch>(w, "tch", extras, emit);
+    // A bf16 table: the lookups and backwards in bf16, the sparse rules in f32 with f32 state.
+    ours::<burn::backend::LibTorch<burn::tensor::bf16>>(w, "tch-bf16", extras, emit);
 }
 
 /// The largest buffer lavapipe (the CPU Vulkan driver CI runs wgpu on) binds: 128 MiB.
@@ -219,7 +222,10 @@ fn ours<B: EmbeddingBackend + SparseUpdate>(
         emit,
     };
     reset_peak_rss();
-    let weight = Tensor::<B, 2>::random([v, d], Distribution::Normal(0.0, 1.0), &device);
+    // Every float tensor in `B`'s own float type: burn 0.21 keeps one default type per device
+    // for the process, set by the first backend to use it (LibTorch<f32> before LibTorch<bf16>).
+    let float = (&device, <B::FloatElem as Element>::dtype());
+    let weight = Tensor::<B, 2>::random([v, d], Distribution::Normal(0.0, 1.0), float);
     let ids = TensorData::new(w.ids(n), [1, n]);
 
     let inference =
@@ -240,7 +246,7 @@ fn ours<B: EmbeddingBackend + SparseUpdate>(
         let _: Tensor<Ad<B>, 3> = dense_tracked.forward(idx.clone());
         sync();
     });
-    let leaf = Tensor::<Ad<B>, 3>::zeros([1, n, d], &device).require_grad();
+    let leaf = Tensor::<Ad<B>, 3>::zeros([1, n, d], float).require_grad();
     rec.time("sum_backward", false, || {
         let _ = leaf.clone().sum().backward();
         sync();
@@ -248,7 +254,7 @@ fn ours<B: EmbeddingBackend + SparseUpdate>(
     // The output gradient of every backward below: a seeded backward hands it to the output
     // as PyTorch's `out.backward(grad)` does; the `_sum` rows start from `out.sum()` instead,
     // whose backward is burn's, not the layer's.
-    let seed = Tensor::<B, 3>::random([1, n, d], Distribution::Normal(0.0, 1.0), &device);
+    let seed = Tensor::<B, 3>::random([1, n, d], Distribution::Normal(0.0, 1.0), float);
     let backward = |out: Tensor<Ad<B>, 3>, summed: bool| match summed {
         true => out.sum().backward(),
         false => backward_with(out, seed.clone()),

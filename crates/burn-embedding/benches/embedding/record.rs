@@ -91,12 +91,13 @@ pub fn machine() -> &'static (String, String) {
 }
 
 /// The series of the table, in column order.
-pub const SERIES: [&str; 6] = [
+pub const SERIES: [&str; 7] = [
     "ours",
     "burn-nn",
     "torch",
     "tch-rs",
     "ours (tch)",
+    "ours (tch-bf16)",
     "ours (wgpu)",
 ];
 

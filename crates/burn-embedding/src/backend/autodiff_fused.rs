@@ -15,7 +15,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Shape, TensorData, TensorMetadata};
 
-use super::{EmbeddingBackend, RowSink};
+use super::{EmbeddingBackend, RowSink, write_back};
 use crate::EmbeddingOptions;
 use crate::sparse::probe;
 
@@ -53,7 +53,8 @@ impl<B: EmbeddingBackend, C: CheckpointStrategy> Backward<B, 1> for FusedLookupB
             return;
         };
         let device = B::float_device(&grad);
-        let dtype = grad.dtype().into();
+        // The probe's dtype, unless it is a half type: its value must arrive exactly.
+        let dtype = write_back::compute_dtype(grad.dtype()).into();
         sink.0.apply(
             Autodiff::<B, C>::from_inner(grad),
             Autodiff::<B, C>::int_from_inner(indices),

@@ -131,9 +131,8 @@ pub(super) fn deliver_rows<B: EmbeddingBackend>(
                 // The marker of another lookup of this weight: burn adds ours to it.
                 grads.register::<B>(id, marker);
             }
-            // A marker's entries need f32's range and precision; a half-precision gradient
-            // travels dense.
-            if !marker::can_carry(num_embeddings, dim) || !rows.is_full_precision() {
+            // A half-precision table's marker is f32 (see `registry`), so its rows wait too.
+            if !marker::can_carry(num_embeddings, dim) {
                 if let Some(rows) = rows.rows() {
                     grads.register::<B>(id, primitive(rows.to_dense()));
                 }

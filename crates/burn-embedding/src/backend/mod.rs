@@ -41,6 +41,7 @@ pub(crate) mod sparse_gradients;
 #[cfg(feature = "tch")]
 mod tch;
 pub(crate) mod update;
+pub(crate) mod write_back;
 
 /// A backend that can run the embedding lookup and its backward.
 ///

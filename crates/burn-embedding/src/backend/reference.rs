@@ -118,7 +118,7 @@ pub(crate) fn backward_dense<B: Backend>(
     let mut grad = flatten_grad::<B>(grad);
     let (indices, _) = flatten_indices::<B>(indices, 0);
     let [n, d] = grad.dims();
-    let device = grad.device();
+    let (device, dtype) = (grad.device(), grad.dtype());
     if options.scale_grad_by_freq {
         let counts = Tensor::<B, 1, Int>::zeros([num_embeddings], &device).select_assign(
             0,
@@ -126,7 +126,7 @@ pub(crate) fn backward_dense<B: Backend>(
             Tensor::ones([n], &device),
             IndexingUpdateOp::Add,
         );
-        let count_per_token = counts.select(0, indices.clone()).float();
+        let count_per_token = counts.select(0, indices.clone()).float().cast(dtype);
         grad = grad / count_per_token.unsqueeze_dim::<2>(1);
     }
     if let Some(padding_idx) = options.padding_idx {
@@ -138,7 +138,7 @@ pub(crate) fn backward_dense<B: Backend>(
         grad = grad.mask_fill(is_padding, 0.0);
     }
     primitive(
-        Tensor::<B, 2>::zeros([num_embeddings, d], &device).select_assign(
+        Tensor::<B, 2>::zeros([num_embeddings, d], (&device, dtype)).select_assign(
             0,
             indices,
             grad,
@@ -156,7 +156,7 @@ pub(crate) fn backward_sparse<B: Backend>(
 ) -> Option<RowSparseGradient<B>> {
     let grad = flatten_grad::<B>(grad);
     let [_, d] = grad.dims();
-    let device = grad.device();
+    let (device, dtype) = (grad.device(), grad.dtype());
     let (indices, _) = flatten_indices::<B>(indices, 0);
     let batch = Coalesced::new(&read_indices(indices), options.padding_idx);
     if batch.unique.is_empty() {
@@ -168,11 +168,13 @@ pub(crate) fn backward_sparse<B: Backend>(
     };
     if options.scale_grad_by_freq {
         let counts: Vec<f32> = batch.counts.iter().map(|&c| c as f32).collect();
-        let counts =
-            Tensor::<B, 1>::from_data(TensorData::new(counts, [batch.counts.len()]), &device);
+        let counts = Tensor::<B, 1>::from_data(
+            TensorData::new(counts, [batch.counts.len()]),
+            (&device, dtype),
+        );
         grad = grad / counts.unsqueeze_dim::<2>(1);
     }
-    let values = Tensor::<B, 2>::zeros([batch.unique.len(), d], &device).select_assign(
+    let values = Tensor::<B, 2>::zeros([batch.unique.len(), d], (&device, dtype)).select_assign(
         0,
         int_tensor::<B>(&batch.inverse, &device),
         grad,

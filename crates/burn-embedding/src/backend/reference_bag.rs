@@ -3,7 +3,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{Bool, IndexingUpdateOp, Int, Tensor, TensorData, TensorMetadata};
+use burn::tensor::{Bool, DType, IndexingUpdateOp, Int, Tensor, TensorData, TensorMetadata};
 
 use super::BagBatch;
 use super::reference::{float, forward, int, primitive, read_indices};
@@ -38,12 +38,18 @@ fn padding_mask<B: Backend>(
 }
 
 /// `[N] -> [N, 1]` divisors `max(count of the token's bag, 1)`.
-fn mean_divisors<B: Backend>(counts: &[u32], bag_of: &[i64], device: &B::Device) -> Tensor<B, 2> {
+fn mean_divisors<B: Backend>(
+    counts: &[u32],
+    bag_of: &[i64],
+    device: &B::Device,
+    dtype: DType,
+) -> Tensor<B, 2> {
     let per_token: Vec<f32> = bag_of
         .iter()
         .map(|&b| counts[b as usize].max(1) as f32)
         .collect();
-    Tensor::<B, 1>::from_data(TensorData::new(per_token, [bag_of.len()]), device).unsqueeze_dim(1)
+    Tensor::<B, 1>::from_data(TensorData::new(per_token, [bag_of.len()]), (device, dtype))
+        .unsqueeze_dim(1)
 }
 
 /// Bag forward: `[num_bags, D]`, and for mode max the position of each maximum (-1: empty bag).
@@ -53,7 +59,8 @@ pub(crate) fn bag_forward<B: Backend>(
     options: &EmbeddingOptions,
 ) -> (FloatTensor<B>, Option<IntTensor<B>>) {
     let d = weight.shape()[1];
-    let device = B::float_device(&weight);
+    // Every float tensor made here in the weight's type, which need not be the device's default.
+    let (device, dtype) = (B::float_device(&weight), weight.dtype());
     let (num_bags, bags) = (batch.num_bags, &batch.bag_of_host);
     let ids = read_indices(int::<B, 1>(batch.indices.clone()));
     // The rows as looked up, renormalised when max_norm is set: [N, D].
@@ -76,7 +83,8 @@ pub(crate) fn bag_forward<B: Backend>(
                     }
                 }
             }
-            let out = Tensor::<B, 2>::from_data(TensorData::new(out, [num_bags, d]), &device);
+            let out =
+                Tensor::<B, 2>::from_data(TensorData::new(out, [num_bags, d]), (&device, dtype));
             let source =
                 Tensor::<B, 2, Int>::from_data(TensorData::new(source, [num_bags, d]), &device);
             (primitive(out), Some(source.into_primitive()))
@@ -89,7 +97,7 @@ pub(crate) fn bag_forward<B: Backend>(
             if let Some(mask) = padding_mask::<B>(&ids, options.padding_idx, &device) {
                 rows = rows.mask_fill(mask.unsqueeze_dim::<2>(1).expand([ids.len(), d]), 0.0);
             }
-            let mut out = Tensor::<B, 2>::zeros([num_bags, d], &device).select_assign(
+            let mut out = Tensor::<B, 2>::zeros([num_bags, d], (&device, dtype)).select_assign(
                 0,
                 int::<B, 1>(batch.bag_of.clone()),
                 rows,
@@ -99,8 +107,11 @@ pub(crate) fn bag_forward<B: Backend>(
                 let counts = bag_counts(&ids, bags, num_bags, options.padding_idx);
                 let divisors: Vec<f32> = counts.iter().map(|&c| c.max(1) as f32).collect();
                 out = out
-                    / Tensor::<B, 1>::from_data(TensorData::new(divisors, [num_bags]), &device)
-                        .unsqueeze_dim::<2>(1);
+                    / Tensor::<B, 1>::from_data(
+                        TensorData::new(divisors, [num_bags]),
+                        (&device, dtype),
+                    )
+                    .unsqueeze_dim::<2>(1);
             }
             (primitive(out), None)
         }
@@ -118,7 +129,7 @@ pub(crate) fn bag_token_grad<B: Backend>(
 ) -> FloatTensor<B> {
     let grad = float::<B, 2>(grad);
     let d = grad.dims()[1];
-    let device = grad.device();
+    let (device, dtype) = (grad.device(), grad.dtype());
     let bags = &batch.bag_of_host;
     let bag_of = || int::<B, 1>(batch.bag_of.clone());
     let n = bags.len();
@@ -138,7 +149,7 @@ pub(crate) fn bag_token_grad<B: Backend>(
             }
             primitive(Tensor::<B, 2>::from_data(
                 TensorData::new(out, [n, d]),
-                &device,
+                (&device, dtype),
             ))
         }
         BagMode::Sum => {
@@ -152,7 +163,7 @@ pub(crate) fn bag_token_grad<B: Backend>(
             let ids = read_indices(int::<B, 1>(batch.indices.clone()));
             let counts = bag_counts(&ids, bags, batch.num_bags, options.padding_idx);
             let g = grad.select(0, bag_of());
-            primitive(g / mean_divisors::<B>(&counts, bags, &device))
+            primitive(g / mean_divisors::<B>(&counts, bags, &device, dtype))
         }
     }
 }

@@ -4,8 +4,12 @@ use burn::record::Record;
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
+use super::write_back::Rounding;
+
 /// The state of one weight: its step count and up to two `[V, D]` accumulators (Adagrad's sum;
-/// Adam's first and second moments), created at the first step that touches the weight.
+/// Adam's first and second moments), created at the first step that touches the weight (in f32
+/// for a table stored in f16 or bf16), and how its rows are written back when it is stored in a
+/// half type.
 #[derive(Debug, Clone)]
 pub struct RowState<B: Backend> {
     /// Steps taken on this weight.
@@ -14,6 +18,9 @@ pub struct RowState<B: Backend> {
     pub first: Option<Tensor<B, 2>>,
     /// Adam's second moment.
     pub second: Option<Tensor<B, 2>>,
+    /// The rounding of a half-precision table's rows, set by the optimizer from its own
+    /// setting at every step (not part of the record).
+    pub rounding: Rounding,
 }
 
 impl<B: Backend> Default for RowState<B> {
@@ -22,6 +29,7 @@ impl<B: Backend> Default for RowState<B> {
             step: 0,
             first: None,
             second: None,
+            rounding: Rounding::Nearest,
         }
     }
 }
@@ -51,6 +59,7 @@ impl<B: AutodiffBackend> RowStateRecord<B> {
             step: self.step,
             first: self.first.map(Tensor::inner),
             second: self.second.map(Tensor::inner),
+            rounding: Rounding::Nearest,
         }
     }
 }

@@ -4,6 +4,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 
 use super::row_state::RowState;
+use super::write_back;
 use crate::RowSparseGradient;
 
 /// How a sparse-aware optimizer updates the rows a batch touched.
@@ -70,7 +71,8 @@ impl SparseRule {
         }
     }
 
-    /// Applies one step to `weight` `[V, D]` with the coalesced `rows`; returns the new weight.
+    /// Applies one step to `weight` `[V, D]` with the coalesced `rows`; returns the new weight
+    /// (a half-precision table's rows rounded as `state.rounding` says).
     ///
     /// Cost: O(U x D) for U rows, plus the one-time allocation of the state (`[V, D]` per
     /// moment, `[V, 1]` for row-wise Adagrad). Updates go through `select_assign(Add)` on unique rows, which works in place
@@ -83,7 +85,8 @@ impl SparseRule {
         state: &mut RowState<B>,
     ) -> Tensor<B, 2> {
         let delta = self.delta(lr, &weight, rows, state, select_add);
-        select_add(weight, delta.ids, delta.values)
+        let delta = write_back::round_delta(&weight, delta, state.rounding, state.step);
+        write_back::write_rows(weight, delta.ids, delta.values, select_add)
     }
 
     /// The first half of [`apply`](Self::apply): advances `state` and returns the rows to add
@@ -91,6 +94,10 @@ impl SparseRule {
     /// `add_rows(target, ids, rows)` adds `rows` `[U, D]` into the rows `ids` (unique) of a
     /// `[V, D]` state tensor: a backend whose `select_assign` copies the target passes an
     /// in-place one, so that a step stays O(U x D).
+    ///
+    /// For a table stored in f16 or bf16 the rule computes in f32 (the gradient and the rows it
+    /// reads cast, the state created in f32) and the delta is f32, unrounded (see
+    /// [`write_back`]).
     pub(crate) fn delta<B: Backend>(
         &self,
         lr: f64,
@@ -106,6 +113,11 @@ impl SparseRule {
         } = rows;
         let shape = weight.dims();
         let device = weight.device();
+        let dtype = write_back::compute_dtype(weight.dtype());
+        let g = write_back::cast(g, dtype);
+        let state_options = (&device, dtype);
+        // State loaded from a record lands in the backend's float type: back to the rule's.
+        let in_dtype = |t: Tensor<B, 2>| write_back::cast(t, dtype);
         state.step += 1;
         let delta = match *self {
             SparseRule::Sgd { weight_decay } => {
@@ -117,10 +129,9 @@ impl SparseRule {
                 initial_accumulator_value,
                 eps,
             } => {
-                let sum = state
-                    .first
-                    .take()
-                    .unwrap_or_else(|| Tensor::full(shape, initial_accumulator_value, &device));
+                let sum = state.first.take().map(in_dtype).unwrap_or_else(|| {
+                    Tensor::full(shape, initial_accumulator_value, state_options)
+                });
                 let g2 = g.clone().square();
                 let sum_rows = sum.clone().select(0, ids.clone()) + g2.clone();
                 state.first = Some(add_rows(sum, ids.clone(), g2));
@@ -132,7 +143,8 @@ impl SparseRule {
                 let sum = state
                     .first
                     .take()
-                    .unwrap_or_else(|| Tensor::zeros([shape[0], 1], &device));
+                    .map(in_dtype)
+                    .unwrap_or_else(|| Tensor::zeros([shape[0], 1], state_options));
                 let mean_square = g.clone().square().mean_dim(1);
                 let sum_rows = sum.clone().select(0, ids.clone()) + mean_square.clone();
                 state.first = Some(add_rows(sum, ids.clone(), mean_square));
@@ -147,11 +159,13 @@ impl SparseRule {
                 let m = state
                     .first
                     .take()
-                    .unwrap_or_else(|| Tensor::zeros(shape, &device));
+                    .map(in_dtype)
+                    .unwrap_or_else(|| Tensor::zeros(shape, state_options));
                 let v = state
                     .second
                     .take()
-                    .unwrap_or_else(|| Tensor::zeros(shape, &device));
+                    .map(in_dtype)
+                    .unwrap_or_else(|| Tensor::zeros(shape, state_options));
                 let m_old = m.clone().select(0, ids.clone());
                 let v_old = v.clone().select(0, ids.clone());
                 let m_update = (g.clone() - m_old.clone()).mul_scalar(1.0 - beta_1);
@@ -166,10 +180,8 @@ impl SparseRule {
                 let step_size = lr * bias_correction_2.sqrt() / bias_correction_1;
                 let update = (numer / denom).mul_scalar(-step_size);
                 if weight_decay != 0.0 {
-                    let decay = weight
-                        .clone()
-                        .select(0, ids.clone())
-                        .mul_scalar(-lr * weight_decay);
+                    let decay = weight.clone().select(0, ids.clone());
+                    let decay = write_back::cast(decay, dtype).mul_scalar(-lr * weight_decay);
                     decay + update
                 } else {
                     update
@@ -190,10 +202,8 @@ fn with_l2<B: Backend>(
     if weight_decay == 0.0 {
         return g;
     }
-    g + weight
-        .clone()
-        .select(0, ids.clone())
-        .mul_scalar(weight_decay)
+    let dtype = g.dtype();
+    g + write_back::cast(weight.clone().select(0, ids.clone()), dtype).mul_scalar(weight_decay)
 }
 
 /// `target[ids] += rows` through burn's `select_assign`, in place when the target is not shared

@@ -10,6 +10,7 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 
 use super::row_state::RowState;
 use super::rule::{SparseRule, select_add};
+use super::write_back;
 use crate::util::{float, primitive};
 use crate::{EmbeddingBackend, EmbeddingOptions, RowSparseGradient};
 
@@ -33,12 +34,18 @@ pub trait SparseUpdate: Backend {
 
     /// The second half: `weight[ids] += values`, `[V, D]`, in place when nothing else holds the
     /// weight's storage (a copy otherwise, so that no other holder sees the change). O(U x D)
-    /// in place.
+    /// in place. A half-precision table takes an f32 delta and stores each row's sum rounded to
+    /// nearest (the delta was made exact for it by the step's rounding).
     fn embedding_add_rows(
         weight: FloatTensor<Self>,
         rows: RowSparseGradient<Self>,
     ) -> FloatTensor<Self> {
-        primitive(select_add(float(weight), rows.ids, rows.values))
+        primitive(write_back::write_rows(
+            float(weight),
+            rows.ids,
+            rows.values,
+            select_add,
+        ))
     }
 
     /// Whether nothing else holds `weight`'s storage, so that [`embedding_sparse_update`] and
@@ -53,7 +60,8 @@ pub trait SparseUpdate: Backend {
         false
     }
 
-    /// One whole step: [`embedding_sparse_delta`] then [`embedding_add_rows`].
+    /// One whole step: [`embedding_sparse_delta`] then [`embedding_add_rows`] (with a
+    /// half-precision table's rows rounded as `state.rounding` says in between).
     ///
     /// [`embedding_sparse_delta`]: Self::embedding_sparse_delta
     /// [`embedding_add_rows`]: Self::embedding_add_rows
@@ -65,6 +73,8 @@ pub trait SparseUpdate: Backend {
         state: &mut RowState<Self>,
     ) -> FloatTensor<Self> {
         let delta = Self::embedding_sparse_delta(&weight, rows, rule, lr, state);
+        let delta =
+            write_back::round_delta(&float(weight.clone()), delta, state.rounding, state.step);
         Self::embedding_add_rows(weight, delta)
     }
 
@@ -185,12 +195,14 @@ fn on_inner<B: AutodiffBackend, T>(
         step: state.step,
         first: state.first.take().map(Tensor::inner),
         second: state.second.take().map(Tensor::inner),
+        rounding: state.rounding,
     };
     let out = f(&mut inner);
     *state = RowState {
         step: inner.step,
         first: inner.first.map(Tensor::from_inner),
         second: inner.second.map(Tensor::from_inner),
+        rounding: inner.rounding,
     };
     out
 }

@@ -31,6 +31,7 @@ pub use crate::backend::row_state::{RowState, RowStateRecord};
 pub use crate::backend::rule::SparseRule;
 pub use crate::backend::sparse_gradients::SparseGradients;
 pub use crate::backend::update::SparseUpdate;
+pub use crate::backend::write_back::Rounding;
 pub use config::{
     LazyAdamConfig, LazyAdamWConfig, RowwiseAdagradConfig, SparseAdagradConfig, SparseSgdConfig,
 };

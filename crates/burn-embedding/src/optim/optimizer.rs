@@ -19,13 +19,15 @@ use burn::tensor::ops::FloatTensor;
 use burn::tensor::{Bool, ElementConversion, Tensor, TensorData, TensorPrimitive};
 use hashbrown::HashMap;
 
-use super::{RowState, RowStateRecord, SparseGradients, SparseRule, SparseUpdate};
+use super::{Rounding, RowState, RowStateRecord, SparseGradients, SparseRule, SparseUpdate};
 use crate::RowSparseGradient;
 use crate::backend::reference::renorm_rows;
+use crate::backend::write_back;
 use crate::sparse::marker;
 use crate::sparse::probe;
 use crate::sparse::reads::read_marker;
 use crate::sparse::registry::{self, Presented, Renorm};
+use crate::util;
 
 /// A dense optimizer as [`SparseOptimizer`] pairs it: its gradient clipping, if any, is applied
 /// to the sparse weights' rows as burn applies it to every other parameter's gradient.
@@ -58,6 +60,7 @@ impl<O, B: SparseGradients> DenseOptimizer for SparseOptimizer<O, B> {
 #[derive(Clone)]
 pub struct SparseOptimizer<O, B: SparseGradients> {
     rule: SparseRule,
+    rounding: Rounding,
     dense: O,
     clipping: Option<GradientClipping>,
     states: HashMap<ParamId, RowState<B::InnerBackend>>,
@@ -68,6 +71,7 @@ impl<O: DenseOptimizer, B: SparseGradients> SparseOptimizer<O, B> {
     pub fn new(rule: SparseRule, dense: O) -> Self {
         Self {
             rule,
+            rounding: Rounding::Nearest,
             clipping: dense.grad_clipping(),
             dense,
             states: HashMap::new(),
@@ -79,6 +83,18 @@ impl<O, B: SparseGradients> SparseOptimizer<O, B> {
     /// The rule applied to sparse weights.
     pub fn rule(&self) -> SparseRule {
         self.rule
+    }
+
+    /// This optimizer writing the rows of sparse tables stored in f16 or bf16 with `rounding`
+    /// (to nearest by default; tables in f32 ignore it). The rules compute in f32 either way.
+    pub fn with_rounding(mut self, rounding: Rounding) -> Self {
+        self.rounding = rounding;
+        self
+    }
+
+    /// How the rows of half-precision tables are written.
+    pub fn rounding(&self) -> Rounding {
+        self.rounding
     }
 
     /// The last part of a step: advances the state of each weight in `found` and updates it (see
@@ -94,6 +110,7 @@ impl<O, B: SparseGradients> SparseOptimizer<O, B> {
         }
         let mut update = ApplyRows::<B> {
             rule: self.rule,
+            rounding: self.rounding,
             lr,
             clipping: self.clipping.as_ref(),
             states: &mut self.states,
@@ -260,6 +277,7 @@ fn clip_rows<B: Backend>(
 /// the first read share one slot, and so one weight tensor, as clones of an ordinary parameter do.
 struct ApplyRows<'a, B: SparseGradients> {
     rule: SparseRule,
+    rounding: Rounding,
     lr: LearningRate,
     clipping: Option<&'a GradientClipping>,
     states: &'a mut HashMap<ParamId, RowState<B::InnerBackend>>,
@@ -293,6 +311,7 @@ impl<B: SparseGradients> ModuleMapper<B> for ApplyRows<'_, B> {
         // The values apart from the weight's node, so that they have no other holder here.
         let (weight, shell) = B::split_values(tensor.into_primitive().tensor());
         let state = self.states.entry(id).or_default();
+        state.rounding = self.rounding;
         let keep_node = |values| -> Tensor<B, D> {
             Tensor::from_primitive(TensorPrimitive::Float(B::with_values(
                 shell.clone(),
@@ -410,17 +429,31 @@ pub(crate) fn rows_to_add<B: SparseUpdate>(
     state: &mut RowState<B>,
 ) -> RowSparseGradient<B> {
     let Some(renorm) = renorm else {
-        return B::embedding_sparse_delta(weight, rows, rule, lr, state);
+        let delta = B::embedding_sparse_delta(weight, rows, rule, lr, state);
+        return write_back::round_delta(
+            &util::float(weight.clone()),
+            delta,
+            state.rounding,
+            state.step,
+        );
     };
     // The rule reads the stored rows for an L2 penalty: `weight_decay * (w + r)` is what it
     // should have read, so the gradient carries the `weight_decay * r` part.
     let l2 = rule.l2_decay();
     if l2 != 0.0 {
-        rows.values = rows.values + renorm.clone().mul_scalar(l2);
+        let dtype = rows.values.dtype();
+        rows.values = rows.values + write_back::cast(renorm.clone(), dtype).mul_scalar(l2);
     }
     let mut delta = B::embedding_sparse_delta(weight, rows, rule, lr, state);
-    delta.values = delta.values + renorm.mul_scalar(rule.decoupled_keep(lr));
-    delta
+    let dtype = delta.values.dtype();
+    delta.values =
+        delta.values + write_back::cast(renorm, dtype).mul_scalar(rule.decoupled_keep(lr));
+    write_back::round_delta(
+        &util::float(weight.clone()),
+        delta,
+        state.rounding,
+        state.step,
+    )
 }
 
 /// Whether `mapper` leaves a parameter as it is on load and on save (burn's default mapper):

@@ -60,7 +60,10 @@
 //!
 //! # Half precision
 //! A marker's entries need f32's range and precision (2^-64 identity entries, checks with eight
-//! fraction bits): an f16 or bf16 gradient travels dense.
+//! fraction bits, norms beyond 65504): the marker of a table stored in f16 or bf16 is an f32
+//! tensor, which burn's sums and scalings keep in f32, while its rows wait in the table's type.
+//! A read scales and sums them in f32 and rounds once, as the dense gradient would be rounded;
+//! the rules then compute in f32 (see [`Rounding`](crate::optim::Rounding)).
 
 pub(crate) mod marker;
 pub(crate) mod probe;

@@ -34,6 +34,7 @@ use hashbrown::HashMap;
 
 use super::marker::{self, Layout, SLOTS};
 use super::rows::RowSparseGradient;
+use crate::backend::write_back;
 use crate::util::int_tensor;
 use crate::{EmbeddingBackend, EmbeddingOptions};
 
@@ -117,15 +118,6 @@ impl<B: Backend> TicketRows<B> {
                 [tokens.num_embeddings, shape[shape.num_dims() - 1]]
             }
         }
-    }
-
-    /// Whether the rows are f32 or f64: a marker's entries need f32's range and precision.
-    pub fn is_full_precision(&self) -> bool {
-        let dtype = match self {
-            Self::Rows(rows) => rows.values.dtype(),
-            Self::Tokens(tokens) => tokens.grad.dtype(),
-        };
-        matches!(dtype, burn::tensor::DType::F32 | burn::tensor::DType::F64)
     }
 
     /// Bytes the rows hold.
@@ -443,8 +435,13 @@ pub(crate) fn issue<B: EmbeddingBackend>(
     marker_tensor::<B>(values, layout, &device)
 }
 
+/// The marker of `values`, in f32 where the backend's float type is a half type (whose
+/// precision and range cannot hold a marker's values exactly).
 fn marker_tensor<B: Backend>(values: Vec<f32>, layout: Layout, device: &B::Device) -> Tensor<B, 2> {
-    Tensor::from_data(TensorData::new(values, layout.shape()), device)
+    Tensor::from_data(
+        TensorData::new(values, layout.shape()),
+        (device, write_back::exact_dtype::<B>()),
+    )
 }
 
 /// The norm vector of a new ticket in `slot`: its products with the earlier tickets `dots`
@@ -655,6 +652,9 @@ pub(crate) fn read<B: EmbeddingBackend>(
         });
     }
     let mut presented = Presented::empty();
+    // Half-precision rows are scaled and summed in f32 and rounded once at the end, as the
+    // dense gradient's sum and scaling would round them.
+    let mut rows_dtype = None;
     for (ticket, c, rows, renorm) in entries {
         presented.tickets.push(ticket);
         if c == 0.0 {
@@ -671,11 +671,16 @@ pub(crate) fn read<B: EmbeddingBackend>(
             presented.renorms.push((renorm, rows.ids_vec()));
         }
         let rows = rows.to_device(device);
+        let dtype = *rows_dtype.get_or_insert(rows.values.dtype());
+        let rows = rows.in_dtype(write_back::compute_dtype(dtype));
         let rows = if c == 1.0 { rows } else { rows.scale(c) };
         presented.rows = Some(match presented.rows.take() {
             Some(sum) => sum.merge(rows),
             None => rows,
         });
+    }
+    if let Some(dtype) = rows_dtype {
+        presented.rows = presented.rows.map(|rows| rows.in_dtype(dtype));
     }
     Ok(presented)
 }

@@ -1,8 +1,9 @@
 //! The row-sparse gradient of an embedding weight.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{IndexingUpdateOp, Int, Tensor};
+use burn::tensor::{DType, IndexingUpdateOp, Int, Tensor};
 
+use crate::backend::write_back;
 use crate::coalesce::Coalesced;
 use crate::util::{int_tensor, read_indices};
 
@@ -52,7 +53,7 @@ impl<B: Backend> RowSparseGradient<B> {
     pub fn to_dense(&self) -> Tensor<B, 2> {
         self.clone().add_to(Tensor::zeros(
             [self.num_embeddings, self.dim()],
-            &self.values.device(),
+            (&self.values.device(), self.values.dtype()),
         ))
     }
 
@@ -102,6 +103,15 @@ impl<B: Backend> RowSparseGradient<B> {
         )
     }
 
+    /// The rows with their values in `dtype`.
+    pub(crate) fn in_dtype(self, dtype: DType) -> Self {
+        Self::new(
+            self.ids,
+            write_back::cast(self.values, dtype),
+            self.num_embeddings,
+        )
+    }
+
     /// The sum of two row-sparse gradients of the same weight, coalesced again.
     pub fn merge(self, other: Self) -> Self {
         assert_eq!(
@@ -114,12 +124,14 @@ impl<B: Backend> RowSparseGradient<B> {
         ids.extend(other.ids_vec());
         let merged = Coalesced::new(&ids, None);
         let values = Tensor::cat(vec![self.values, other.values], 0);
-        let values = Tensor::zeros([merged.unique.len(), values.dims()[1]], &device).select_assign(
-            0,
-            int_tensor::<B>(&merged.inverse, &device),
-            values,
-            IndexingUpdateOp::Add,
-        );
+        let dtype = values.dtype();
+        let values = Tensor::zeros([merged.unique.len(), values.dims()[1]], (&device, dtype))
+            .select_assign(
+                0,
+                int_tensor::<B>(&merged.inverse, &device),
+                values,
+                IndexingUpdateOp::Add,
+            );
         Self::new(
             int_tensor::<B>(&merged.unique, &device),
             values,

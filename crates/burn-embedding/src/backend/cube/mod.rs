@@ -15,10 +15,10 @@ mod update;
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{Shape, Tensor, TensorMetadata};
+use burn::tensor::{Element, Shape, Tensor, TensorMetadata};
 use burn_cubecl::{BoolElement, CubeBackend, CubeRuntime, FloatElement, IntElement};
 
-use super::reference::{float, int, int_tensor, primitive, read_indices};
+use super::reference::{self, float, int, int_tensor, primitive, read_indices};
 use super::reference_bag::{self, bag_counts};
 use super::{BagBatch, EmbeddingBackend};
 use crate::coalesce::Coalesced;
@@ -162,8 +162,16 @@ fn read_floats<B: Backend>(tensor: FloatTensor<B>) -> Vec<f32> {
     float::<B, 1>(tensor).into_data().iter::<f32>().collect()
 }
 
+/// Zeros in the backend's float type (the kernels' outputs' type).
 fn zeros<B: Backend>(rows: usize, dim: usize, device: &B::Device) -> FloatTensor<B> {
-    primitive(Tensor::<B, 2>::zeros([rows, dim], device))
+    let dtype = <B::FloatElem as Element>::dtype();
+    primitive(Tensor::<B, 2>::zeros([rows, dim], (device, dtype)))
+}
+
+/// Whether the kernels, typed by the backend's float element, can read `tensor`: a tensor cast
+/// to another float type (a bf16 table on `Wgpu<f32>`) takes the generic path instead.
+fn kernels_read<B: Backend>(tensor: &FloatTensor<B>) -> bool {
+    tensor.dtype() == <B::FloatElem as Element>::dtype()
 }
 
 /// The dense backward `[.., D] -> [V, D]`: the segmented sum of each touched row's gradient
@@ -174,6 +182,9 @@ pub(crate) fn grad_dense<B: RowKernels>(
     num_embeddings: usize,
     options: &EmbeddingOptions,
 ) -> FloatTensor<B> {
+    if !kernels_read::<B>(&grad) {
+        return reference::backward_dense::<B>(grad, indices, num_embeddings, options);
+    }
     let (grad, indices, dim) = flatten::<B>(grad, indices);
     let device = B::float_device(&grad);
     if !options.deterministic && !options.scale_grad_by_freq && B::supports_atomic_add(&device) {
@@ -196,6 +207,9 @@ pub(crate) fn grad_sparse<B: RowKernels>(
     num_embeddings: usize,
     options: &EmbeddingOptions,
 ) -> Option<RowSparseGradient<B>> {
+    if !kernels_read::<B>(&grad) {
+        return reference::backward_sparse::<B>(grad, indices, num_embeddings, options);
+    }
     let (grad, indices, _) = flatten::<B>(grad, indices);
     let device = B::float_device(&grad);
     let batch = Coalesced::new(&read_indices(int::<B, 1>(indices)), options.padding_idx);
@@ -220,7 +234,7 @@ pub(crate) fn bag_forward<B: RowKernels>(
     options: &EmbeddingOptions,
 ) -> (FloatTensor<B>, Option<IntTensor<B>>) {
     let (num_bags, mode) = (batch.num_bags, batch.mode);
-    if mode == BagMode::Max || options.max_norm.is_some() {
+    if mode == BagMode::Max || options.max_norm.is_some() || !kernels_read::<B>(&weight) {
         return reference_bag::bag_forward::<B>(weight, batch, options);
     }
     let device = B::float_device(&weight);
@@ -272,7 +286,7 @@ pub(crate) fn bag_grad_sparse<B: RowKernels + EmbeddingBackend>(
     options: &EmbeddingOptions,
 ) -> Option<RowSparseGradient<B>> {
     let (num_bags, mode) = (batch.num_bags, batch.mode);
-    if mode == BagMode::Max {
+    if mode == BagMode::Max || !kernels_read::<B>(&grad) {
         return reference_bag::bag_grad_sparse::<B>(
             grad,
             batch,

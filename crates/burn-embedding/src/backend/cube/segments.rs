@@ -3,7 +3,7 @@
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Element, Tensor, TensorData};
 
 use crate::backend::reference::{int_tensor, primitive};
 use crate::coalesce::Coalesced;
@@ -59,13 +59,14 @@ impl SegmentPlan {
         self.positions.is_empty()
     }
 
-    /// The plan as device tensors.
+    /// The plan as device tensors; its floats in the backend's float type, which the kernels
+    /// read them as (not the device's default type, which another backend may have set).
     pub fn upload<B: Backend>(self, device: &B::Device) -> Segments<B> {
         let floats = |values: Vec<f32>| {
             let n = values.len();
             primitive(Tensor::<B, 1>::from_data(
                 TensorData::new(values, [n]),
-                device,
+                (device, <B::FloatElem as Element>::dtype()),
             ))
         };
         Segments {

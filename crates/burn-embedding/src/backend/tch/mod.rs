@@ -41,16 +41,20 @@ fn host_slice<T: tch::kind::Element>(tensor: &tch::Tensor) -> Option<&[T]> {
     Some(unsafe { std::slice::from_raw_parts(tensor.data_ptr() as *const T, len) })
 }
 
-/// [`cpu::token_grad_norm_sq`] on a CPU f32 gradient `[.., D]` and its ids, read where they
-/// lie; `None` elsewhere (another device or element type).
+/// [`cpu::token_grad_norm_sq`] on a CPU gradient `[.., D]` (f32, or f16 / bf16 widened) and its
+/// ids, read where they lie; `None` elsewhere (another device or element type).
 fn host_token_grad_norm_sq(
     grad: &tch::Tensor,
     indices: &tch::Tensor,
     options: &EmbeddingOptions,
 ) -> Option<f64> {
     let d = usize::try_from(*grad.size().last()?).ok()?;
-    // A shallow clone when the gradient is contiguous already (a seeded or computed one).
-    let grad = grad.contiguous();
+    // A shallow clone when the gradient is contiguous already (a seeded or computed one); a
+    // half-precision one widened to f32 (the rows are summed in f32 too).
+    let grad = match grad.kind() {
+        tch::Kind::Half | tch::Kind::BFloat16 => grad.to_kind(tch::Kind::Float),
+        _ => grad.contiguous(),
+    };
     let values = host_slice::<f32>(&grad).filter(|v| !v.is_empty())?;
     let ids = match host_slice::<i64>(indices) {
         Some(ids) => std::borrow::Cow::Borrowed(ids),
@@ -63,6 +67,17 @@ fn host_token_grad_norm_sq(
         options,
         false,
     )
+}
+
+/// The kind of a half-precision (f16 or bf16) tensor; `None` for any other.
+fn half_kind(tensor: &TchTensor) -> Option<tch::Kind> {
+    let kind = tensor.tensor.kind();
+    matches!(kind, tch::Kind::Half | tch::Kind::BFloat16).then_some(kind)
+}
+
+/// A half-precision tensor in f32.
+fn widened(tensor: TchTensor) -> TchTensor {
+    TchTensor::new(tensor.tensor.to_kind(tch::Kind::Float))
 }
 
 /// libtorch's "no padding index".
@@ -152,6 +167,11 @@ impl<E: TchElement> EmbeddingBackend for LibTorch<E> {
         num_embeddings: usize,
         options: &EmbeddingOptions,
     ) -> FloatTensor<Self> {
+        if let Some(kind) = half_kind(&grad) {
+            // Summed in f32 and rounded once, as the sparse backward below.
+            let wide = Self::embedding_grad_dense(widened(grad), indices, num_embeddings, options);
+            return TchTensor::new(wide.tensor.to_kind(kind));
+        }
         TchTensor::new(tch::Tensor::embedding_dense_backward(
             &grad.tensor,
             &indices.tensor,
@@ -167,6 +187,19 @@ impl<E: TchElement> EmbeddingBackend for LibTorch<E> {
         num_embeddings: usize,
         options: &EmbeddingOptions,
     ) -> Option<RowSparseGradient<Self>> {
+        if let Some(kind) = half_kind(&grad) {
+            // libtorch sums half-precision rows in their own type, one rounding per token (the
+            // dense and the sparse backward of 4000 bf16 tokens then differ by units): summed in
+            // f32 and rounded once instead, the same values as the dense backward above.
+            let wide =
+                Self::embedding_grad_sparse(widened(grad), indices, num_embeddings, options)?;
+            let values = wide.values.into_primitive().tensor();
+            return Some(RowSparseGradient::new(
+                wide.ids,
+                reference::float::<Self, 2>(TchTensor::new(values.tensor.to_kind(kind))),
+                num_embeddings,
+            ));
+        }
         if options.scale_grad_by_freq {
             // libtorch refuses scale_grad_by_freq with sparse gradients; we support it.
             return reference::backward_sparse::<Self>(grad, indices, num_embeddings, options);

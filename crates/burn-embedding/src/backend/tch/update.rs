@@ -10,6 +10,7 @@ use crate::RowSparseGradient;
 use crate::backend::row_state::RowState;
 use crate::backend::rule::SparseRule;
 use crate::backend::update::SparseUpdate;
+use crate::backend::write_back;
 use crate::util;
 
 impl<E: TchElement> SparseUpdate for LibTorch<E> {
@@ -32,10 +33,11 @@ impl<E: TchElement> SparseUpdate for LibTorch<E> {
         weight: FloatTensor<Self>,
         rows: RowSparseGradient<Self>,
     ) -> FloatTensor<Self> {
-        util::primitive(add_rows_in_place(
+        util::primitive(write_back::write_rows(
             util::float(weight),
             rows.ids,
             rows.values,
+            add_rows_in_place,
         ))
     }
 }
