@@ -234,12 +234,35 @@ pub fn stochastic_rounding<B: EmbeddingBackend + SparseUpdate>(device: &B::Devic
 /// `scale_grad_by_freq`), however many tokens share a row: both sum in f32 and round once.
 pub fn dense_equals_sparse<B: EmbeddingBackend + SparseUpdate>(device: &B::Device, dtype: DType) {
     let (v, d, n) = (8, 16, 4000);
-    let normal = burn::tensor::Distribution::Normal(0.0, 1.0);
-    let weight = Tensor::<Ad<B>, 2>::random([v, d], normal, (device, dtype));
-    let grad_output = Tensor::<Ad<B>, 2>::random([n, d], normal, (device, dtype));
+    // Seeded values in [-2, 2) of 16 significant bits, rounded to the table's type on creation.
+    let values = |n: usize, salt: u64| -> Vec<f32> {
+        (0..n as u64)
+            .map(|k| ((k ^ salt).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 48) as f32 / 16384.0 - 2.0)
+            .collect()
+    };
+    let weight =
+        Tensor::<Ad<B>, 2>::from_data(TensorData::new(values(v * d, 1), [v, d]), (device, dtype));
+    let grad_output =
+        Tensor::<Ad<B>, 2>::from_data(TensorData::new(values(n * d, 2), [n, d]), (device, dtype));
     let ids: Vec<i64> = (0..n as i64).map(|k| (k * 7 + k / 3) % 5).collect();
     let indices = Tensor::<Ad<B>, 1, Int>::from_data(TensorData::new(ids, [n]), device);
+    // The sums in f64 on the host, for the check that they were not summed in the half type.
+    let g: Vec<f64> = grad_output.to_data().iter::<f64>().collect();
+    let ids_host: Vec<i64> = indices.to_data().iter::<i64>().collect();
+    let mut counts = vec![0usize; v];
+    ids_host.iter().for_each(|&id| counts[id as usize] += 1);
     for scale_grad_by_freq in [false, true] {
+        let mut exact = vec![0.0f64; v * d];
+        for (t, &id) in ids_host.iter().enumerate() {
+            let by = if scale_grad_by_freq {
+                counts[id as usize] as f64
+            } else {
+                1.0
+            };
+            for c in 0..d {
+                exact[id as usize * d + c] += g[t * d + c] / by;
+            }
+        }
         let gradient = |sparse: bool| -> Vec<f32> {
             let options = EmbeddingConfig::new(v, d)
                 .with_sparse(sparse)
@@ -256,10 +279,71 @@ pub fn dense_equals_sparse<B: EmbeddingBackend + SparseUpdate>(device: &B::Devic
             assert_eq!(grad.dtype(), dtype);
             grad.into_data().iter::<f32>().collect()
         };
+        let dense = gradient(false);
         assert_eq!(
-            gradient(false),
+            dense,
             gradient(true),
             "dense and sparse gradients differ (scale_grad_by_freq: {scale_grad_by_freq})"
         );
+        // Rounded once: within half a unit in the last place (at the bottom of the binade) of
+        // the exact sum, where sums in the half type are off by many units.
+        let half_ulp = tolerance(dtype).rtol / 2.0;
+        for (k, (&got, &want)) in dense.iter().zip(&exact).enumerate() {
+            assert!(
+                (f64::from(got) - want).abs() <= half_ulp * want.abs() + 1e-7,
+                "value {k}: {got}, the exact sum {want} (scale_grad_by_freq: {scale_grad_by_freq})"
+            );
+        }
     }
+}
+
+/// Special values of a half table: an infinite value stays infinite through a step (not NaN),
+/// and a row of norm far beyond f16's range of squares renormalises to `max_norm` (not to zero).
+pub fn special_values<B: EmbeddingBackend + SparseUpdate>(device: &B::Device, dtype: DType) {
+    let values = vec![
+        0.5f32,
+        0.5,
+        0.5,
+        0.5,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        1.0,
+        -1.0,
+        300.0,
+        300.0,
+        -300.0,
+        300.0,
+    ];
+    let weight = Tensor::<Ad<B>, 2>::from_data(TensorData::new(values, [3, 4]), (device, dtype));
+    let options = EmbeddingConfig::new(3, 4)
+        .with_sparse(true)
+        .options()
+        .unwrap();
+    let emb = Embedding::from_pretrained(weight.clone(), false, options).unwrap();
+    let out: Tensor<Ad<B>, 2> = emb.forward(Tensor::from_ints([1], device));
+    let grads = GradientsParams::from_grads(out.sum().backward(), &emb);
+    let mut optim = SparseSgdConfig::new().init::<Ad<B>, Embedding<Ad<B>>>();
+    let emb = optim.step(1.0, emb, grads);
+    let row: Vec<f32> = emb.weight.val().into_data().iter::<f32>().collect();
+    assert_eq!(
+        row[4..8],
+        [f32::INFINITY, f32::NEG_INFINITY, 0.0, -2.0],
+        "{:?}",
+        &row[4..8]
+    );
+
+    let options = EmbeddingConfig::new(3, 4)
+        .with_max_norm(Some(1.0))
+        .options()
+        .unwrap();
+    let emb = Embedding::from_pretrained(weight, true, options).unwrap();
+    let out: Tensor<Ad<B>, 2> = emb.forward(Tensor::from_ints([2, 0], device));
+    let out: Vec<f64> = out.into_data().iter::<f64>().collect();
+    let norm = out[..4].iter().map(|x| x * x).sum::<f64>().sqrt();
+    assert!(
+        (norm - 1.0).abs() < 0.01,
+        "renormalised row {:?}",
+        &out[..4]
+    );
+    assert_eq!(out[4..], [0.5; 4], "a row within max_norm stays as it is");
 }

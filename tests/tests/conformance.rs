@@ -241,6 +241,11 @@ macro_rules! half_suite {
         fn dense_equals_sparse() {
             half_cases::dense_equals_sparse::<$backend>(&$device, $dtype);
         }
+
+        #[test]
+        fn special_values() {
+            half_cases::special_values::<$backend>(&$device, $dtype);
+        }
     };
 }
 

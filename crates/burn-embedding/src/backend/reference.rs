@@ -5,6 +5,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{IndexingUpdateOp, Int, Shape, Tensor, TensorData, TensorMetadata};
 
+use super::write_back;
 use crate::coalesce::Coalesced;
 pub(crate) use crate::util::{float, int, int_tensor, primitive, read_indices};
 use crate::{EmbeddingOptions, RowSparseGradient};
@@ -25,15 +26,19 @@ pub(crate) fn row_norms<B: Backend>(rows: Tensor<B, 2>, p: f64) -> Tensor<B, 2> 
     }
 }
 
-/// Rescales each row whose norm exceeds `max_norm` by `max_norm / (norm + 1e-7)`.
+/// Rescales each row whose norm exceeds `max_norm` by `max_norm / (norm + 1e-7)`. Half-precision
+/// rows are renormalised in f32 and rounded once (an f16 row of norm above 256 has a sum of
+/// squares beyond f16's range).
 pub(crate) fn renorm_rows<B: Backend>(rows: Tensor<B, 2>, max_norm: f64, p: f64) -> Tensor<B, 2> {
+    let dtype = rows.dtype();
+    let rows = write_back::cast(rows, write_back::compute_dtype(dtype));
     let norms = row_norms(rows.clone(), p);
     let exceeds = norms.clone().greater_elem(max_norm);
     let factor = norms.ones_like().mask_where(
         exceeds,
         norms.add_scalar(RENORM_EPS).recip().mul_scalar(max_norm),
     );
-    rows * factor
+    write_back::cast(rows * factor, dtype)
 }
 
 /// `[..] -> [N]`, and the shape `[.., D]` of the lookup's output.
@@ -91,6 +96,24 @@ pub(crate) fn renorm<B: Backend>(
     max_norm: f64,
     norm_type: f64,
 ) -> FloatTensor<B> {
+    renorm_with(
+        weight,
+        indices,
+        max_norm,
+        norm_type,
+        write_back::replace_rows::<B>,
+    )
+}
+
+/// [`renorm`], the renormalised rows written by `replace_rows(weight, unique ids, rows)` (a
+/// backend whose assigning scatter misbehaves passes its own).
+pub(crate) fn renorm_with<B: Backend>(
+    weight: FloatTensor<B>,
+    indices: IntTensor<B>,
+    max_norm: f64,
+    norm_type: f64,
+    replace_rows: impl Fn(Tensor<B, 2>, Tensor<B, 1, Int>, Tensor<B, 2>) -> Tensor<B, 2>,
+) -> FloatTensor<B> {
     let weight = float::<B, 2>(weight);
     let device = weight.device();
     let batch = Coalesced::new(&read_indices(int::<B, 1>(indices)), None);
@@ -101,24 +124,23 @@ pub(crate) fn renorm<B: Backend>(
     let rows = weight.clone().select(0, unique.clone());
     let renormed = renorm_rows(rows, max_norm, norm_type);
     // The ids are unique, so an assigning scatter is exact and race-free on every backend.
-    primitive(weight.scatter_nd(
-        unique.unsqueeze_dim::<2>(1),
-        renormed,
-        IndexingUpdateOp::Assign,
-    ))
+    primitive(replace_rows(weight, unique, renormed))
 }
 
 /// Dense backward: `[.., D] -> [V, D]`, as PyTorch's `embedding_dense_backward` decomposition.
+/// Half-precision gradients are summed in f32 and rounded once, as in [`backward_sparse`].
 pub(crate) fn backward_dense<B: Backend>(
     grad: FloatTensor<B>,
     indices: IntTensor<B>,
     num_embeddings: usize,
     options: &EmbeddingOptions,
 ) -> FloatTensor<B> {
-    let mut grad = flatten_grad::<B>(grad);
+    let grad = flatten_grad::<B>(grad);
     let (indices, _) = flatten_indices::<B>(indices, 0);
     let [n, d] = grad.dims();
-    let (device, dtype) = (grad.device(), grad.dtype());
+    let (device, out_dtype) = (grad.device(), grad.dtype());
+    let dtype = write_back::compute_dtype(out_dtype);
+    let mut grad = write_back::cast(grad, dtype);
     if options.scale_grad_by_freq {
         let counts = Tensor::<B, 1, Int>::zeros([num_embeddings], &device).select_assign(
             0,
@@ -137,17 +159,17 @@ pub(crate) fn backward_dense<B: Backend>(
             .expand([n, d]);
         grad = grad.mask_fill(is_padding, 0.0);
     }
-    primitive(
-        Tensor::<B, 2>::zeros([num_embeddings, d], (&device, dtype)).select_assign(
-            0,
-            indices,
-            grad,
-            IndexingUpdateOp::Add,
-        ),
-    )
+    let dense = Tensor::<B, 2>::zeros([num_embeddings, d], (&device, dtype)).select_assign(
+        0,
+        indices,
+        grad,
+        IndexingUpdateOp::Add,
+    );
+    primitive(write_back::cast(dense, out_dtype))
 }
 
-/// Row-sparse backward: coalesces the batch on the host, then sums the gradient rows per id.
+/// Row-sparse backward: coalesces the batch on the host, then sums the gradient rows per id (in
+/// f32 for half-precision rows, rounded once).
 pub(crate) fn backward_sparse<B: Backend>(
     grad: FloatTensor<B>,
     indices: IntTensor<B>,
@@ -156,7 +178,9 @@ pub(crate) fn backward_sparse<B: Backend>(
 ) -> Option<RowSparseGradient<B>> {
     let grad = flatten_grad::<B>(grad);
     let [_, d] = grad.dims();
-    let (device, dtype) = (grad.device(), grad.dtype());
+    let (device, out_dtype) = (grad.device(), grad.dtype());
+    let dtype = write_back::compute_dtype(out_dtype);
+    let grad = write_back::cast(grad, dtype);
     let (indices, _) = flatten_indices::<B>(indices, 0);
     let batch = Coalesced::new(&read_indices(indices), options.padding_idx);
     if batch.unique.is_empty() {
@@ -182,7 +206,7 @@ pub(crate) fn backward_sparse<B: Backend>(
     );
     Some(RowSparseGradient::new(
         int_tensor::<B>(&batch.unique, &device),
-        values,
+        write_back::cast(values, out_dtype),
         num_embeddings,
     ))
 }

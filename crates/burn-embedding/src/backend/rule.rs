@@ -86,7 +86,13 @@ impl SparseRule {
     ) -> Tensor<B, 2> {
         let delta = self.delta(lr, &weight, rows, state, select_add);
         let delta = write_back::round_delta(&weight, delta, state.rounding, state.step);
-        write_back::write_rows(weight, delta.ids, delta.values, select_add)
+        write_back::write_rows(
+            weight,
+            delta.ids,
+            delta.values,
+            select_add,
+            write_back::replace_rows,
+        )
     }
 
     /// The first half of [`apply`](Self::apply): advances `state` and returns the rows to add

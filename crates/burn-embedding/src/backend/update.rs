@@ -45,6 +45,7 @@ pub trait SparseUpdate: Backend {
             rows.ids,
             rows.values,
             select_add,
+            write_back::replace_rows,
         ))
     }
 

@@ -2,15 +2,18 @@
 //! f32 state, and a step writes each row back rounded to the table's type, to the nearest value
 //! or stochastically (FBGEMM's `stochastic_rounding`), as [`Rounding`] says.
 //!
-//! A rule's delta for a half table is an f32 tensor. [`round_delta`] turns it into the change
-//! from each stored row to its rounded new value (a difference of two values of the table's
-//! type, so that adding it in f32 and rounding to nearest gives the rounded value back exactly),
-//! and [`write_rows`] writes `stored + delta` into the table. f32 and f64 tables are untouched
-//! by both: their rules compute in their own type and their deltas are added as they are.
+//! A rule's delta for a half table is an f32 tensor, and [`write_rows`] replaces each row by
+//! `stored + delta` rounded to nearest. For stochastic rounding, [`round_delta`] first turns the
+//! delta into the change from each stored row to its stochastically rounded new value (the f32
+//! difference of two values of the table's type, which `write_rows` rounds back to that value;
+//! only a row value that shrinks by more than 2^13 (f16) or 2^16 (bf16) times in one step can
+//! land a unit off, an error below the f32 rounding of the stored value). f32 and f64 tables are
+//! untouched by both: their rules compute in their own type and their deltas are added as they
+//! are.
 
 use burn::config::Config;
 use burn::tensor::backend::Backend;
-use burn::tensor::{DType, Element, Int, Tensor, TensorData};
+use burn::tensor::{DType, Element, IndexingUpdateOp, Int, Tensor, TensorData};
 use half::{bf16, f16};
 
 use crate::RowSparseGradient;
@@ -73,9 +76,10 @@ pub(crate) fn exact_dtype<B: Backend>() -> DType {
     compute_dtype(<B::FloatElem as Element>::dtype())
 }
 
-/// The delta of one step for the rows `delta.ids` of `weight`, made exact for its type: for a
-/// half table, `stored + delta` rounded as `rounding` says, minus `stored`, in f32. `step` is the
-/// weight's step count (the stochastic draws depend on it). Other tables get `delta` as it is.
+/// The delta of one step for the rows `delta.ids` of `weight`, rounded as `rounding` says: for a
+/// half table and stochastic rounding, `stored + delta` rounded stochastically, minus `stored`,
+/// in f32. `step` is the weight's step count (the draws depend on it). Rounding to nearest is
+/// [`write_rows`]'s own, and other tables get `delta` as it is.
 pub(crate) fn round_delta<B: Backend>(
     weight: &Tensor<B, 2>,
     delta: RowSparseGradient<B>,
@@ -83,46 +87,53 @@ pub(crate) fn round_delta<B: Backend>(
     step: usize,
 ) -> RowSparseGradient<B> {
     let dtype = weight.dtype();
+    let Rounding::Stochastic { seed } = rounding else {
+        return delta;
+    };
     if !is_half(dtype) {
         return delta;
     }
     let stored = weight.clone().select(0, delta.ids.clone()).cast(DType::F32);
     let new = stored.clone() + delta.values.cast(DType::F32);
-    let rounded = match rounding {
-        Rounding::Nearest => new.cast(dtype).cast(DType::F32),
-        Rounding::Stochastic { seed } => {
-            let [rows, dim] = new.dims();
-            let ids = crate::util::read_indices(delta.ids.clone());
-            let mut values: Vec<f32> = new.into_data().iter::<f32>().collect();
-            round_stochastic(&mut values, &ids, dim, dtype, seed, step);
-            Tensor::from_data(
-                TensorData::new(values, [rows, dim]),
-                (&stored.device(), DType::F32),
-            )
-        }
-    };
+    let [rows, dim] = new.dims();
+    let ids = crate::util::read_indices(delta.ids.clone());
+    let mut values: Vec<f32> = new.into_data().iter::<f32>().collect();
+    round_stochastic(&mut values, &ids, dim, dtype, seed, step);
+    let rounded = Tensor::from_data(
+        TensorData::new(values, [rows, dim]),
+        (&stored.device(), DType::F32),
+    );
     RowSparseGradient::new(delta.ids, rounded - stored, delta.num_embeddings)
 }
 
 /// `weight[ids] += delta` `[V, D]`, where `delta` `[U, D]` (unique `ids`) may be in another type
-/// than `weight` (a half table's f32 delta from [`round_delta`]): the rows are then replaced by
-/// `stored + delta` rounded to nearest, with two exact additions through `add_rows` (`-stored`,
-/// then the new values), so that a backend passes its in-place row addition.
+/// than `weight` (a half table's f32 delta): the rows are then replaced by `stored + delta`
+/// rounded to nearest through `replace_rows`. A backend passes its in-place row addition and
+/// replacement ([`replace_rows`] by default).
 pub(crate) fn write_rows<B: Backend>(
     weight: Tensor<B, 2>,
     ids: Tensor<B, 1, Int>,
     delta: Tensor<B, 2>,
     add_rows: impl Fn(Tensor<B, 2>, Tensor<B, 1, Int>, Tensor<B, 2>) -> Tensor<B, 2>,
+    replace_rows: impl Fn(Tensor<B, 2>, Tensor<B, 1, Int>, Tensor<B, 2>) -> Tensor<B, 2>,
 ) -> Tensor<B, 2> {
     let dtype = weight.dtype();
     if delta.dtype() == dtype {
         return add_rows(weight, ids, delta);
     }
     let stored = weight.clone().select(0, ids.clone());
-    let new = (stored.clone().cast(delta.dtype()) + delta).cast(dtype);
-    // `x + (-x)` is exactly 0 and `0 + y` exactly `y`: the rows become `new`, bit for bit.
-    let cleared = add_rows(weight, ids.clone(), stored.neg());
-    add_rows(cleared, ids, new)
+    let new = (stored.cast(delta.dtype()) + delta).cast(dtype);
+    replace_rows(weight, ids, new)
+}
+
+/// `target[ids] = rows` for unique `ids`: an assigning scatter, exact on every backend (an
+/// infinite stored value is replaced, where subtracting it would give NaN).
+pub(crate) fn replace_rows<B: Backend>(
+    target: Tensor<B, 2>,
+    ids: Tensor<B, 1, Int>,
+    rows: Tensor<B, 2>,
+) -> Tensor<B, 2> {
+    target.scatter_nd(ids.unsqueeze_dim::<2>(1), rows, IndexingUpdateOp::Assign)
 }
 
 /// Rounds each value of `values` (`[U, D]` row-major, row `r` being table row `ids[r]`) to a

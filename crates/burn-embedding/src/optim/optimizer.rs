@@ -413,7 +413,9 @@ fn renorm_delta<B: Backend>(
             current.mask_where(mask, renormed)
         };
     }
-    Some(current - stored)
+    // In the rules' type: the difference of two half rows would round again.
+    let dtype = write_back::compute_dtype(stored.dtype());
+    Some(write_back::cast(current, dtype) - write_back::cast(stored, dtype))
 }
 
 /// The rows to add to `weight` for one step of `rule` on the gradient `rows`, with `state`

@@ -17,15 +17,16 @@ use burn_cubecl::{CubeElement, CubeRuntime, FloatElement, IntElement};
 /// `starts[s]..starts[s + 1]`, for every segment `s`.
 ///
 /// One thread per (segment, column); a segment's terms are added in their order, so the result
-/// is the same bits on every run.
+/// is the same bits on every run. The sum runs in `A` (f32 for half-precision `F`, whose
+/// `weights` and `scale` are f32 too: see `SegmentPlan::upload`) and is rounded to `F` once.
 #[cube(launch)]
-fn segment_sum_rows_kernel<F: Float, I: Int>(
+fn segment_sum_rows_kernel<F: Float, A: Float, I: Int>(
     source: &Tensor<F>,
     positions: &Tensor<I>,
-    weights: &Tensor<F>,
+    weights: &Tensor<A>,
     starts: &Tensor<I>,
     targets: &Tensor<I>,
-    scale: &Tensor<F>,
+    scale: &Tensor<A>,
     output: &mut Tensor<F>,
 ) {
     let dim = output.shape(1);
@@ -36,13 +37,13 @@ fn segment_sum_rows_kernel<F: Float, I: Int>(
     let col = ABSOLUTE_POS % dim;
     let begin = usize::cast_from(starts[segment]);
     let end = usize::cast_from(starts[segment + 1]);
-    let mut sum = F::new(0.0);
+    let mut sum = A::new(0.0);
     for k in begin..end {
         let row = usize::cast_from(positions[k]);
-        sum += weights[k] * source[row * dim + col];
+        sum += weights[k] * A::cast_from(source[row * dim + col]);
     }
     let target = usize::cast_from(targets[segment]);
-    output[target * dim + col] = sum * scale[segment];
+    output[target * dim + col] = F::cast_from(sum * scale[segment]);
 }
 
 /// `output[indices[n], d] += grad[n, d]` for every token that is not `padding`, with atomics.
@@ -97,7 +98,11 @@ pub fn segment_sum_rows<R: CubeRuntime, F: FloatElement, I: IntElement>(
     }
     let cube_dim = CubeDim::new(&client, working_units);
     let cube_count = calculate_cube_count_elemwise(&client, working_units, cube_dim);
-    segment_sum_rows_kernel::launch::<F, I, R>(
+    let launch = match F::dtype() {
+        DType::F16 | DType::BF16 => segment_sum_rows_kernel::launch::<F, f32, I, R>,
+        _ => segment_sum_rows_kernel::launch::<F, F, I, R>,
+    };
+    launch(
         &client,
         cube_count,
         cube_dim,
@@ -112,12 +117,11 @@ pub fn segment_sum_rows<R: CubeRuntime, F: FloatElement, I: IntElement>(
     output
 }
 
-/// Whether the device adds floats of type `F` atomically in hardware.
+/// Whether the device adds floats of type `F` atomically in hardware. Never for the half types:
+/// their sums would round at every token, where the segmented sum runs in f32.
 pub fn supports_atomic_add<R: CubeRuntime, F: CubeElement>(client: &ComputeClient<R>) -> bool {
     let float = match F::dtype() {
         DType::F32 => FloatKind::F32,
-        DType::F16 => FloatKind::F16,
-        DType::BF16 => FloatKind::BF16,
         DType::F64 => FloatKind::F64,
         _ => return false,
     };

@@ -6,6 +6,7 @@ use burn::tensor::ops::{FloatTensor, IntTensor};
 use burn::tensor::{Element, Tensor, TensorData};
 
 use crate::backend::reference::{int_tensor, primitive};
+use crate::backend::write_back;
 use crate::coalesce::Coalesced;
 
 /// Output row `targets[s]` = `scale[s]` x the sum over `k` in `starts[s]..starts[s + 1]` of
@@ -59,14 +60,18 @@ impl SegmentPlan {
         self.positions.is_empty()
     }
 
-    /// The plan as device tensors; its floats in the backend's float type, which the kernels
-    /// read them as (not the device's default type, which another backend may have set).
+    /// The plan as device tensors; its floats in the type the kernels sum in (the backend's
+    /// float type, f32 for a half one; not the device's default type, which another backend may
+    /// have set).
     pub fn upload<B: Backend>(self, device: &B::Device) -> Segments<B> {
         let floats = |values: Vec<f32>| {
             let n = values.len();
             primitive(Tensor::<B, 1>::from_data(
                 TensorData::new(values, [n]),
-                (device, <B::FloatElem as Element>::dtype()),
+                (
+                    device,
+                    write_back::compute_dtype(<B::FloatElem as Element>::dtype()),
+                ),
             ))
         };
         Segments {

@@ -152,11 +152,13 @@ impl<E: TchElement> EmbeddingBackend for LibTorch<E> {
         let indices = &indices.tensor;
         match weight.mut_ops(|w| w.embedding_renorm_(indices, max_norm, norm_type)) {
             Some(renormed) => renormed,
-            None => reference::renorm::<Self>(
+            // Not burn-tch 0.21's `scatter_nd`, which would write the shared storage in place.
+            None => reference::renorm_with::<Self>(
                 weight,
                 TchTensor::new(indices.shallow_clone()),
                 max_norm,
                 norm_type,
+                update::replace_rows_in_place,
             ),
         }
     }
@@ -168,9 +170,18 @@ impl<E: TchElement> EmbeddingBackend for LibTorch<E> {
         options: &EmbeddingOptions,
     ) -> FloatTensor<Self> {
         if let Some(kind) = half_kind(&grad) {
-            // Summed in f32 and rounded once, as the sparse backward below.
-            let wide = Self::embedding_grad_dense(widened(grad), indices, num_embeddings, options);
-            return TchTensor::new(wide.tensor.to_kind(kind));
+            // The sparse backward's rows (summed in f32, rounded once) scattered into zeros: the
+            // same bits as the row-sparse gradient, whatever order libtorch's kernels sum in.
+            let d = grad.tensor.size().last().copied().unwrap_or(0);
+            let zeros =
+                tch::Tensor::zeros([num_embeddings as i64, d], (kind, grad.tensor.device()));
+            return match Self::embedding_grad_sparse(grad, indices, num_embeddings, options) {
+                Some(rows) => {
+                    let (ids, values) = (rows.ids.into_primitive(), rows.values.into_primitive());
+                    TchTensor::new(zeros.index_copy(0, &ids.tensor, &values.tensor().tensor))
+                }
+                None => TchTensor::new(zeros),
+            };
         }
         TchTensor::new(tch::Tensor::embedding_dense_backward(
             &grad.tensor,

@@ -2,7 +2,7 @@
 //! in place (burn-tch's `select_assign` always copies the whole tensor).
 
 use burn::backend::LibTorch;
-use burn::backend::libtorch::TchElement;
+use burn::backend::libtorch::{TchElement, TchTensor};
 use burn::tensor::ops::FloatTensor;
 use burn::tensor::{IndexingUpdateOp, Int, Tensor};
 
@@ -38,6 +38,7 @@ impl<E: TchElement> SparseUpdate for LibTorch<E> {
             rows.ids,
             rows.values,
             add_rows_in_place,
+            replace_rows_in_place,
         ))
     }
 }
@@ -62,6 +63,23 @@ fn add_rows_in_place<E: TchElement>(
             IndexingUpdateOp::Add,
         ),
     }
+}
+
+/// `target[ids] = rows` (unique `ids`), in place when nothing else holds the target's storage,
+/// into a copy otherwise. Not burn-tch 0.21's `scatter_nd`, whose assignment writes the storage
+/// in place whoever else holds it.
+pub(super) fn replace_rows_in_place<E: TchElement>(
+    target: Tensor<LibTorch<E>, 2>,
+    ids: Tensor<LibTorch<E>, 1, Int>,
+    rows: Tensor<LibTorch<E>, 2>,
+) -> Tensor<LibTorch<E>, 2> {
+    let mut target = util::primitive(target);
+    let (ids, rows) = (ids.into_primitive(), util::primitive(rows));
+    let updated = match target.mut_ops(|t| t.index_copy_(0, &ids.tensor, &rows.tensor)) {
+        Some(updated) => updated,
+        None => TchTensor::new(target.tensor.index_copy(0, &ids.tensor, &rows.tensor)),
+    };
+    util::float(updated)
 }
 
 #[cfg(test)]
