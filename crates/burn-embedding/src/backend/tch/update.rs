@@ -4,7 +4,7 @@
 use burn::backend::LibTorch;
 use burn::backend::libtorch::{TchElement, TchTensor};
 use burn::tensor::ops::FloatTensor;
-use burn::tensor::{IndexingUpdateOp, Int, Tensor};
+use burn::tensor::{Int, Tensor};
 
 use crate::RowSparseGradient;
 use crate::backend::row_state::RowState;
@@ -52,32 +52,46 @@ fn add_rows_in_place<E: TchElement>(
     ids: Tensor<LibTorch<E>, 1, Int>,
     rows: Tensor<LibTorch<E>, 2>,
 ) -> Tensor<LibTorch<E>, 2> {
-    let mut target = util::primitive(target);
-    let (ids, rows) = (ids.into_primitive(), util::primitive(rows));
-    match target.mut_ops(|t| t.index_add_(0, &ids.tensor, &rows.tensor)) {
-        Some(updated) => util::float(updated),
-        None => util::float::<LibTorch<E>, 2>(target).select_assign(
-            0,
-            util::int(ids),
-            util::float(rows),
-            IndexingUpdateOp::Add,
-        ),
-    }
+    rows_op(
+        target,
+        ids,
+        rows,
+        |t, ids, rows| t.index_add_(0, ids, rows),
+        |t, ids, rows| t.index_add(0, ids, rows),
+    )
 }
 
-/// `target[ids] = rows` (unique `ids`), in place when nothing else holds the target's storage,
-/// into a copy otherwise. Not burn-tch 0.21's `scatter_nd`, whose assignment writes the storage
-/// in place whoever else holds it.
+/// `target[ids] = rows` (unique `ids`), in place when nothing else holds the target's storage.
+/// Not burn-tch 0.21's `scatter_nd`, whose assignment writes the storage in place whoever else
+/// holds it.
 pub(super) fn replace_rows_in_place<E: TchElement>(
     target: Tensor<LibTorch<E>, 2>,
     ids: Tensor<LibTorch<E>, 1, Int>,
     rows: Tensor<LibTorch<E>, 2>,
 ) -> Tensor<LibTorch<E>, 2> {
+    rows_op(
+        target,
+        ids,
+        rows,
+        |t, ids, rows| t.index_copy_(0, ids, rows),
+        |t, ids, rows| t.index_copy(0, ids, rows),
+    )
+}
+
+/// `in_place(target, ids, rows)` when nothing else holds the target's storage, `copying` (which
+/// leaves the target as it is) otherwise.
+fn rows_op<E: TchElement>(
+    target: Tensor<LibTorch<E>, 2>,
+    ids: Tensor<LibTorch<E>, 1, Int>,
+    rows: Tensor<LibTorch<E>, 2>,
+    in_place: impl Fn(&mut tch::Tensor, &tch::Tensor, &tch::Tensor) -> tch::Tensor,
+    copying: impl Fn(&tch::Tensor, &tch::Tensor, &tch::Tensor) -> tch::Tensor,
+) -> Tensor<LibTorch<E>, 2> {
     let mut target = util::primitive(target);
     let (ids, rows) = (ids.into_primitive(), util::primitive(rows));
-    let updated = match target.mut_ops(|t| t.index_copy_(0, &ids.tensor, &rows.tensor)) {
+    let updated = match target.mut_ops(|t| in_place(t, &ids.tensor, &rows.tensor)) {
         Some(updated) => updated,
-        None => TchTensor::new(target.tensor.index_copy(0, &ids.tensor, &rows.tensor)),
+        None => TchTensor::new(copying(&target.tensor, &ids.tensor, &rows.tensor)),
     };
     util::float(updated)
 }
