@@ -4,6 +4,7 @@
 
 use burn::backend::Autodiff;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::grad_clipping::GradientClippingConfig;
 use burn::module::AutodiffModule;
 use burn::optim::{GradientsAccumulator, GradientsParams, Optimizer};
 use burn::tensor::{DType, ElementConversion, Int, Tensor, TensorData};
@@ -297,8 +298,9 @@ pub fn dense_equals_sparse<B: EmbeddingBackend + SparseUpdate>(device: &B::Devic
     }
 }
 
-/// Special values of a half table: an infinite value stays infinite through a step (not NaN),
-/// and a row of norm far beyond f16's range of squares renormalises to `max_norm` (not to zero).
+/// Special values of a half table: an infinite value stays infinite through a step (not NaN), a
+/// gradient and a row of norm far beyond f16's range of squares clip and renormalise to 1 (not
+/// to zero or NaN).
 pub fn special_values<B: EmbeddingBackend + SparseUpdate>(device: &B::Device, dtype: DType) {
     let values = vec![
         0.5f32,
@@ -331,6 +333,20 @@ pub fn special_values<B: EmbeddingBackend + SparseUpdate>(device: &B::Device, dt
         "{:?}",
         &row[4..8]
     );
+
+    // Clipped by norm to 1 although the gradient's norm (600) squares beyond f16's range.
+    let emb = Embedding::from_pretrained(weight.clone(), false, options).unwrap();
+    let out: Tensor<Ad<B>, 2> = emb.forward(Tensor::from_ints([0], device));
+    let grad_output = Tensor::<Ad<B>, 2>::full([1, 4], 300.0, (device, dtype));
+    let grads = GradientsParams::from_grads((out * grad_output).sum().backward(), &emb);
+    let mut optim = SparseSgdConfig::new()
+        .with_grad_clipping(Some(GradientClippingConfig::Norm(1.0)))
+        .init::<Ad<B>, Embedding<Ad<B>>>();
+    let emb = optim.step(1.0, emb, grads);
+    let row: Vec<f32> = emb.weight.val().into_data().iter::<f32>().collect();
+    for &x in &row[..4] {
+        assert!((x - 0.0).abs() < 0.01, "clipped step: {:?}", &row[..4]);
+    }
 
     let options = EmbeddingConfig::new(3, 4)
         .with_max_norm(Some(1.0))

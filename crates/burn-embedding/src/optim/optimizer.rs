@@ -259,7 +259,10 @@ fn clip_rows<B: Backend>(
     rows: RowSparseGradient<B>,
     clipping: &GradientClipping,
 ) -> RowSparseGradient<B> {
-    let values = clipping.clip_gradient(rows.values);
+    // Half-precision rows are clipped in f32 (an f16 norm above 256 overflows) and rounded back.
+    let dtype = rows.values.dtype();
+    let wide = write_back::cast(rows.values, write_back::compute_dtype(dtype));
+    let values = write_back::cast(clipping.clip_gradient(wide), dtype);
     RowSparseGradient::new(rows.ids, values, rows.num_embeddings)
 }
 
