@@ -18,8 +18,9 @@ pub struct RowState<B: Backend> {
     pub first: Option<Tensor<B, 2>>,
     /// Adam's second moment.
     pub second: Option<Tensor<B, 2>>,
-    /// The rounding of a half-precision table's rows, set by the optimizer from its own
-    /// setting at every step (not part of the record).
+    /// The rounding of a half-precision table's rows: set by a `SparseOptimizer` from its own
+    /// setting at every step, by `FusedEmbedding::set_rounding` for a fused table (not part of
+    /// the record).
     pub rounding: Rounding,
 }
 

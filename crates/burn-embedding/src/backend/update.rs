@@ -35,7 +35,7 @@ pub trait SparseUpdate: Backend {
     /// The second half: `weight[ids] += values`, `[V, D]`, in place when nothing else holds the
     /// weight's storage (a copy otherwise, so that no other holder sees the change). O(U x D)
     /// in place. A half-precision table takes an f32 delta and stores each row's sum rounded to
-    /// nearest (the delta was made exact for it by the step's rounding).
+    /// nearest (a stochastic rounding has already moved the delta to the drawn neighbour).
     fn embedding_add_rows(
         weight: FloatTensor<Self>,
         rows: RowSparseGradient<Self>,

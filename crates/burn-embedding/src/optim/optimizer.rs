@@ -433,26 +433,23 @@ pub(crate) fn rows_to_add<B: SparseUpdate>(
     renorm: Option<Tensor<B, 2>>,
     state: &mut RowState<B>,
 ) -> RowSparseGradient<B> {
-    let Some(renorm) = renorm else {
-        let delta = B::embedding_sparse_delta(weight, rows, rule, lr, state);
-        return write_back::round_delta(
-            &util::float(weight.clone()),
-            delta,
-            state.rounding,
-            state.step,
-        );
+    let delta = match renorm {
+        None => B::embedding_sparse_delta(weight, rows, rule, lr, state),
+        Some(renorm) => {
+            // The rule reads the stored rows for an L2 penalty: `weight_decay * (w + r)` is what
+            // it should have read, so the gradient carries the `weight_decay * r` part.
+            let l2 = rule.l2_decay();
+            if l2 != 0.0 {
+                let dtype = rows.values.dtype();
+                rows.values = rows.values + write_back::cast(renorm.clone(), dtype).mul_scalar(l2);
+            }
+            let mut delta = B::embedding_sparse_delta(weight, rows, rule, lr, state);
+            let dtype = delta.values.dtype();
+            let keep = rule.decoupled_keep(lr);
+            delta.values = delta.values + write_back::cast(renorm, dtype).mul_scalar(keep);
+            delta
+        }
     };
-    // The rule reads the stored rows for an L2 penalty: `weight_decay * (w + r)` is what it
-    // should have read, so the gradient carries the `weight_decay * r` part.
-    let l2 = rule.l2_decay();
-    if l2 != 0.0 {
-        let dtype = rows.values.dtype();
-        rows.values = rows.values + write_back::cast(renorm.clone(), dtype).mul_scalar(l2);
-    }
-    let mut delta = B::embedding_sparse_delta(weight, rows, rule, lr, state);
-    let dtype = delta.values.dtype();
-    delta.values =
-        delta.values + write_back::cast(renorm, dtype).mul_scalar(rule.decoupled_keep(lr));
     write_back::round_delta(
         &util::float(weight.clone()),
         delta,

@@ -51,9 +51,9 @@ fn host_token_grad_norm_sq(
     let d = usize::try_from(*grad.size().last()?).ok()?;
     // A shallow clone when the gradient is contiguous already (a seeded or computed one); a
     // half-precision one widened to f32 (the rows are summed in f32 too).
-    let grad = match grad.kind() {
-        tch::Kind::Half | tch::Kind::BFloat16 => grad.to_kind(tch::Kind::Float),
-        _ => grad.contiguous(),
+    let grad = match half_kind(grad) {
+        Some(_) => grad.to_kind(tch::Kind::Float),
+        None => grad.contiguous(),
     };
     let values = host_slice::<f32>(&grad).filter(|v| !v.is_empty())?;
     let ids = match host_slice::<i64>(indices) {
@@ -70,8 +70,8 @@ fn host_token_grad_norm_sq(
 }
 
 /// The kind of a half-precision (f16 or bf16) tensor; `None` for any other.
-fn half_kind(tensor: &TchTensor) -> Option<tch::Kind> {
-    let kind = tensor.tensor.kind();
+fn half_kind(tensor: &tch::Tensor) -> Option<tch::Kind> {
+    let kind = tensor.kind();
     matches!(kind, tch::Kind::Half | tch::Kind::BFloat16).then_some(kind)
 }
 
@@ -169,18 +169,16 @@ impl<E: TchElement> EmbeddingBackend for LibTorch<E> {
         num_embeddings: usize,
         options: &EmbeddingOptions,
     ) -> FloatTensor<Self> {
-        if let Some(kind) = half_kind(&grad) {
-            // The sparse backward's rows (summed in f32, rounded once) scattered into zeros: the
+        if let Some(kind) = half_kind(&grad.tensor) {
+            // The sparse backward's rows (summed in f32, rounded once) as a dense tensor: the
             // same bits as the row-sparse gradient, whatever order libtorch's kernels sum in.
-            let d = grad.tensor.size().last().copied().unwrap_or(0);
-            let zeros =
-                tch::Tensor::zeros([num_embeddings as i64, d], (kind, grad.tensor.device()));
+            let (d, device) = (grad.tensor.size().last().copied(), grad.tensor.device());
             return match Self::embedding_grad_sparse(grad, indices, num_embeddings, options) {
-                Some(rows) => {
-                    let (ids, values) = (rows.ids.into_primitive(), rows.values.into_primitive());
-                    TchTensor::new(zeros.index_copy(0, &ids.tensor, &values.tensor().tensor))
-                }
-                None => TchTensor::new(zeros),
+                Some(rows) => reference::primitive(rows.to_dense()),
+                None => TchTensor::new(tch::Tensor::zeros(
+                    [num_embeddings as i64, d.unwrap_or(0)],
+                    (kind, device),
+                )),
             };
         }
         TchTensor::new(tch::Tensor::embedding_dense_backward(
@@ -198,7 +196,7 @@ impl<E: TchElement> EmbeddingBackend for LibTorch<E> {
         num_embeddings: usize,
         options: &EmbeddingOptions,
     ) -> Option<RowSparseGradient<Self>> {
-        if let Some(kind) = half_kind(&grad) {
+        if let Some(kind) = half_kind(&grad.tensor) {
             // libtorch sums half-precision rows in their own type, one rounding per token (the
             // dense and the sparse backward of 4000 bf16 tokens then differ by units): summed in
             // f32 and rounded once instead, the same values as the dense backward above.
