@@ -363,3 +363,53 @@ pub fn special_values<B: EmbeddingBackend + SparseUpdate>(device: &B::Device, dt
     );
     assert_eq!(out[4..], [0.5; 4], "a row within max_norm stays as it is");
 }
+
+/// A sparse half table stepped by `SparseSgd` trains as the same table with `sparse: false`
+/// stepped by burn's `Sgd`, to within the roundings of the half type: burn's rounds `lr * g` and
+/// the difference (up to one unit a step), ours the f32 result once.
+pub fn trains_as_dense<B: EmbeddingBackend + SparseUpdate>(device: &B::Device, dtype: DType) {
+    let (v, d, lr) = (12, 4, 0.25);
+    let batches: [&[i64]; 3] = [&[1, 4, 4, 9], &[4, 2, 2, 11], &[0, 9, 1, 1]];
+    let weight = || {
+        Tensor::<Ad<B>, 2>::from_data(
+            TensorData::new(few_bit_values(v * d, 3), [v, d]),
+            (device, dtype),
+        )
+    };
+    let train = |sparse: bool| -> TensorData {
+        let options = EmbeddingConfig::new(v, d)
+            .with_sparse(sparse)
+            .options()
+            .unwrap();
+        let mut emb = Embedding::from_pretrained(weight(), false, options).unwrap();
+        let mut sparse_optim = SparseSgdConfig::new().init::<Ad<B>, Embedding<Ad<B>>>();
+        let mut dense_optim = burn::optim::SgdConfig::new().init::<Ad<B>, Embedding<Ad<B>>>();
+        for (k, ids) in batches.iter().enumerate() {
+            let n = ids.len();
+            let indices =
+                Tensor::<Ad<B>, 1, Int>::from_data(TensorData::new(ids.to_vec(), [n]), device);
+            let out: Tensor<Ad<B>, 2> = emb.forward(indices);
+            let g = TensorData::new(few_bit_values(n * d, 20 + k as u64), [n, d]);
+            let grad_output = Tensor::from_data(g, (device, dtype));
+            let grads = GradientsParams::from_grads((out * grad_output).sum().backward(), &emb);
+            emb = match sparse {
+                true => sparse_optim.step(lr, emb, grads),
+                false => dense_optim.step(lr, emb, grads),
+            };
+        }
+        let weight = emb.weight.val();
+        assert_eq!(weight.dtype(), dtype);
+        weight.into_data()
+    };
+    let dense = train(false);
+    let expected = GoldenTensor {
+        shape: vec![v, d],
+        data: dense.iter::<f64>().collect(),
+    };
+    let Tol { atol, rtol } = tolerance(dtype);
+    let tol = Tol {
+        atol,
+        rtol: 3.0 * rtol,
+    };
+    crate::report::compare("sparse vs dense after 3 steps", train(true), &expected, tol).unwrap();
+}

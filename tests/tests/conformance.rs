@@ -246,6 +246,12 @@ macro_rules! half_suite {
         fn special_values() {
             half_cases::special_values::<$backend>(&$device, $dtype);
         }
+
+        /// Against `sparse: false` and burn's dense optimizer.
+        #[test]
+        fn trains_as_dense() {
+            half_cases::trains_as_dense::<$backend>(&$device, $dtype);
+        }
     };
 }
 
